@@ -1,0 +1,73 @@
+import importlib
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from config.schedules import install_schedules
+from integrations.models import Connection, System
+
+SANDBOX_CONNECTIONS = {
+    # system: (module holding the sandbox's accepted credentials, connection fields)
+    System.NHANH: ("integrations.nhanh.sandbox", lambda m: {
+        "app_id": m.SANDBOX_APP_ID, "business_id": m.SANDBOX_BUSINESS_ID, "access_token": m.SANDBOX_ACCESS_TOKEN,
+        "api_version": "3.0", "requests_per_window": 150, "window_seconds": 30,
+    }),
+    System.SHOPIFY: ("integrations.shopify.sandbox", lambda m: {
+        "access_token": m.SANDBOX_ACCESS_TOKEN, "api_version": "2026-10",
+    }),
+}
+
+
+class Command(BaseCommand):
+    help = ("Set up a demo: migrate, create the admin user (prints the login), point every connection at "
+            "the local sandboxes and install the beat schedules.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--sandbox-url", default="http://127.0.0.1:8765")
+        parser.add_argument("--username", default="admin")
+        parser.add_argument("--start-jobs", action="store_true",
+                            help="Queue a self-test job and first pulls so the dashboard has something to show.")
+
+    def handle(self, *args, **o):
+        call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write("Database migrated.")
+        password = secrets.token_urlsafe(9)
+        user, created = get_user_model().objects.get_or_create(
+            username=o["username"], defaults={"email": f"{o['username']}@example.com"}
+        )
+        user.is_staff = user.is_superuser = user.is_active = True
+        user.set_password(password)
+        user.save()
+        for system, (module_name, fields) in SANDBOX_CONNECTIONS.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError:
+                continue
+            Connection.objects.update_or_create(
+                system=system,
+                defaults={"base_url": f"{o['sandbox_url'].rstrip('/')}/{system}", "is_sandbox": True,
+                          **fields(module)},
+            )
+            self.stdout.write(f"Connection {system} → {o['sandbox_url']}/{system} (sandbox)")
+        for line in install_schedules():
+            self.stdout.write(f"Schedule {line}")
+        if o["start_jobs"]:
+            self.start_demo_jobs()
+        self.stdout.write(self.style.SUCCESS(
+            f"\nAdmin: http://127.0.0.1:8000/admin/  login: {o['username']}  password: {password}\n"
+        ))
+
+    def start_demo_jobs(self):
+        from jobs.models import StartedBy
+        from jobs.selftest import start_selftest
+
+        job = start_selftest(params={"items": 200, "batch": 10, "delay": 0.2}, started_by=StartedBy.COMMAND)
+        self.stdout.write(f"Queued self-test job #{job.pk}.")
+        try:
+            from customers import services as customer_services
+        except ImportError:
+            return
+        for line in customer_services.start_demo_pulls():
+            self.stdout.write(line)

@@ -1,0 +1,55 @@
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from integrations.sandbox.base import SandboxOptions
+from integrations.sandbox.server import SandboxServer, build_apps
+
+
+class Command(BaseCommand):
+    help = "Serve the upstream sandboxes (Nhanh, Shopify, …) over HTTP on loopback until stopped."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8765)
+        parser.add_argument("--customers", type=int, default=2000, help="Nhanh customers (Shopify: same).")
+        parser.add_argument("--shopify-customers", type=int, default=None)
+        parser.add_argument("--overlap", type=float, default=0.5, help="Share of Shopify customers also in Nhanh.")
+        parser.add_argument("--products", type=int, default=300)
+        parser.add_argument("--seed", type=int, default=1)
+        parser.add_argument("--latency-ms", type=int, default=0)
+        parser.add_argument("--no-rate-limit", action="store_true", help="Switch the documented limits off.")
+        parser.add_argument("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
+        parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
+        parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
+        parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
+
+    def handle(self, *args, **o):
+        options = SandboxOptions(
+            seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
+            overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
+            latency_ms=o["latency_ms"],
+        )
+        only = [n.strip() for n in o["only"].split(",") if n.strip()] or None
+        apps = build_apps(options, only)
+        if not apps:
+            raise CommandError("no sandbox to serve")
+        for app in apps.values():
+            app.faults.server_error_rate = o["error_rate"]
+            app.faults.timeout_rate = o["timeout_rate"]
+            app.faults.malformed_rate = o["malformed_rate"]
+        try:
+            server = SandboxServer(apps, o["host"], o["port"])
+        except OSError as exc:
+            raise CommandError(f"cannot listen on {o['host']}:{o['port']}: {exc}") from exc
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        for name in apps:
+            self.stdout.write(f"sandbox {name:8s} {server.url_for(name)}")
+        self.stdout.write(f"{options.customers} customers, seed {options.seed}; "
+                          f"rate limits {'on' if options.rate_limit else 'off'}. Ctrl-C stops.")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()

@@ -1,0 +1,143 @@
+"""What every upstream sandbox is made of: a request/response pair, injectable faults, a request
+window limiter, and the SandboxApp interface that ``integrations.sandbox.server`` serves."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+
+@dataclass
+class SandboxRequest:
+    method: str
+    path: str  # below the sandbox's prefix, e.g. "/v3.0/customer/list"
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes = b""
+
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode("utf-8", "replace"))
+
+
+@dataclass
+class SandboxResponse:
+    status: int = 200
+    body: Any = None  # dict/list → JSON, bytes/str → as is
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json; charset=utf-8"
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class Faults:
+    """Injectable faults of one sandbox. ``*_next`` counters hit the next N requests (deterministic
+    storms for tests); ``*_rate`` hit a random share. Changed at run time through the control API."""
+
+    latency_ms: int = 0
+    server_error_next: int = 0
+    server_error_rate: float = 0.0
+    server_error_status: int = 503
+    timeout_next: int = 0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 30.0
+    rate_limit_next: int = 0
+    malformed_rate: float = 0.0  # share of rows an app corrupts (missing id, bad date, wrong type)
+    rate_limit_enabled: bool = True
+    auth_reject: bool = False  # refuse every credential
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class WindowLimiter:
+    """At most ``limit`` requests per ``window`` seconds per key (sliding window). Thread-safe."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> float | None:
+        """Record a request; return None if allowed, else the seconds until one is allowed."""
+        now = time.monotonic()
+        with self._lock:
+            q = self._hits.setdefault(key, deque())
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.limit:
+                return q[0] + self.window - now
+            q.append(now)
+            return None
+
+
+@dataclass
+class SandboxOptions:
+    seed: int = 1
+    customers: int = 1000
+    shopify_customers: int | None = None
+    overlap: float = 0.5
+    products: int = 300
+    rate_limit: bool = True
+    latency_ms: int = 0
+
+
+class SandboxApp:
+    """One upstream's sandbox. Subclasses implement ``handle`` and may override the error shapes."""
+
+    name = "base"
+    # (requests, seconds) per rate_limit_key, or None when the API limits otherwise (Shopify: cost).
+    request_limit: tuple[int, float] | None = None
+
+    def __init__(self, options: SandboxOptions, population=None):
+        self.options = options
+        self.population = population
+        self.faults = Faults(latency_ms=options.latency_ms, rate_limit_enabled=options.rate_limit)
+        self.limiter = WindowLimiter(*self.request_limit) if self.request_limit else None
+        self.rng = random.Random(options.seed)
+        self.requests_served = 0
+
+    # --- subclasses -----------------------------------------------------------------------------
+    def handle(self, request: SandboxRequest) -> SandboxResponse:
+        raise NotImplementedError
+
+    def rate_limit_key(self, request: SandboxRequest) -> str | None:
+        return None
+
+    def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
+        return SandboxResponse(429, {"errors": "Too many requests"}, {"Retry-After": f"{max(retry_after, 0):.0f}"})
+
+    def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
+        return SandboxResponse(status, {"errors": "Service unavailable (injected fault)"})
+
+    def control(self, action: str, payload: dict) -> Any:
+        """Sandbox-specific test hooks (``POST /_sandbox/<name>/<action>``)."""
+        raise KeyError(action)
+
+    def status(self) -> dict:
+        return {"requests_served": self.requests_served, "faults": self.faults.as_dict()}
+
+    # --- helpers --------------------------------------------------------------------------------
+    def roll_malformed(self) -> bool:
+        return self.faults.malformed_rate > 0 and self.rng.random() < self.faults.malformed_rate

@@ -1,0 +1,227 @@
+import json
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from . import services
+from .display import job_display
+from .models import ACTIVE_STATUSES, BackgroundJob, PullProgress
+
+
+def _cell(job: BackgroundJob, field: str, text: str):
+    # data-* attributes let the dashboard's poll update this cell in place.
+    return format_html('<span data-job="{}" data-field="{}">{}</span>', job.pk, field, text)
+
+
+@admin.register(BackgroundJob)
+class BackgroundJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "type_col", "status_col", "progress_col", "counts_col", "speed_col", "eta_col",
+        "started_col", "elapsed_col", "heartbeat_col", "started_by_col",
+    )
+    list_display_links = ("id", "type_col")
+    list_filter = ("type", "status", "started_by", ("created_at", admin.DateFieldListFilter))
+    date_hierarchy = "created_at"
+    search_fields = ("=id", "error")
+    list_select_related = ("started_by_user",)
+    list_per_page = 50
+    actions = ("cancel_jobs", "retry_jobs", "fail_stale")
+    readonly_fields = (
+        "type", "status_col", "progress_col", "counts_col", "speed_col", "eta_col", "started_col",
+        "elapsed_col", "heartbeat_col", "started_by_col", "created_at", "completed_at", "retry_of",
+        "cancel_requested", "celery_task_id", "params_pretty", "metadata_pretty", "error_pretty",
+    )
+    fieldsets = (
+        (None, {"fields": ("type", "status_col", "progress_col", "counts_col", "error_pretty")}),
+        ("Timing", {"fields": (
+            "created_at", "started_col", "elapsed_col", "speed_col", "eta_col", "heartbeat_col", "completed_at",
+        )}),
+        ("Details", {"fields": ("metadata_pretty", "params_pretty", "started_by_col", "retry_of",
+                                "cancel_requested", "celery_task_id")}),
+    )
+
+    class Media:
+        css = {"all": ("jobs/dashboard.css",)}
+        js = ("jobs/dashboard.js",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # Jobs are written by workers only; staff act on them through the actions.
+        return False
+
+    def has_cancel_permission(self, request):
+        return request.user.has_perm("jobs.cancel_backgroundjob")
+
+    def has_retry_permission(self, request):
+        return request.user.has_perm("jobs.retry_backgroundjob")
+
+    def changelist_view(self, request, extra_context=None):
+        latest = BackgroundJob.objects.order_by("-pk").values_list("pk", flat=True).first()
+        extra_context = {
+            **(extra_context or {}), "jobs_poll_url": reverse("jobs:job-list"), "jobs_latest_id": latest or 0,
+            "title": "Job dashboard",
+        }
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "jobs_poll_url": reverse("jobs:job-list")}
+        return super().change_view(request, object_id, form_url, extra_context=extra_context)
+
+    # --- columns ----------------------------------------------------------------------------------
+    @admin.display(description="Type", ordering="type")
+    def type_col(self, job):
+        return job.get_type_display()
+
+    @admin.display(description="Status", ordering="status")
+    def status_col(self, job):
+        d = job_display(job)
+        return format_html(
+            '<span class="sb-badge sb-{}" data-job="{}" data-field="status" data-active="{}">{}</span>',
+            d["status_class"], job.pk, int(job.is_active), d["status"],
+        )
+
+    @admin.display(description="Progress")
+    def progress_col(self, job):
+        d = job_display(job)
+        width = d["percent"] if d["percent"] is not None else 0
+        indeterminate = " sb-indeterminate" if d["indeterminate"] else ""
+        return format_html(
+            '<div class="sb-progress{}" data-job="{}" data-field="bar"><div class="sb-bar" style="width:{}%"></div>'
+            '</div><span data-job="{}" data-field="progress">{}</span>',
+            indeterminate, job.pk, f"{width:.1f}", job.pk, d["progress"],
+        )
+
+    @admin.display(description="Successful / failed")
+    def counts_col(self, job):
+        return _cell(job, "counts", job_display(job)["counts"])
+
+    @admin.display(description="Speed")
+    def speed_col(self, job):
+        return _cell(job, "speed", job_display(job)["speed"])
+
+    @admin.display(description="ETA")
+    def eta_col(self, job):
+        return _cell(job, "eta", job_display(job)["eta"])
+
+    @admin.display(description="Started", ordering="started_at")
+    def started_col(self, job):
+        return _cell(job, "started", job_display(job)["started"])
+
+    @admin.display(description="Elapsed")
+    def elapsed_col(self, job):
+        return _cell(job, "elapsed", job_display(job)["elapsed"])
+
+    @admin.display(description="Heartbeat")
+    def heartbeat_col(self, job):
+        return _cell(job, "heartbeat", job_display(job)["heartbeat"])
+
+    @admin.display(description="Started by", ordering="started_by")
+    def started_by_col(self, job):
+        return job.started_by_label
+
+    @admin.display(description="Metadata")
+    def metadata_pretty(self, job):
+        return format_html('<pre class="sb-json">{}</pre>', json.dumps(job.metadata, indent=2, ensure_ascii=False))
+
+    @admin.display(description="Parameters")
+    def params_pretty(self, job):
+        return format_html('<pre class="sb-json">{}</pre>', json.dumps(job.params, indent=2, ensure_ascii=False))
+
+    @admin.display(description="Error")
+    def error_pretty(self, job):
+        if not job.error:
+            return "—"
+        return format_html('<pre class="sb-error">{}</pre>', job.error)
+
+    # --- actions ----------------------------------------------------------------------------------
+    @admin.action(description="Cancel selected jobs", permissions=["cancel"])
+    def cancel_jobs(self, request, queryset):
+        done = sum(services.cancel_job(job) for job in queryset.filter(status__in=ACTIVE_STATUSES))
+        skipped = queryset.count() - done
+        self.message_user(request, f"Cancel requested for {done} job(s); running ones stop at their next batch.")
+        if skipped:
+            self.message_user(request, f"{skipped} job(s) had already finished.", messages.WARNING)
+
+    @admin.action(description="Retry selected jobs (same parameters)", permissions=["retry"])
+    def retry_jobs(self, request, queryset):
+        for job in queryset.exclude(status__in=ACTIVE_STATUSES):
+            try:
+                new = services.retry_job(job, user=request.user)
+            except services.PullRefused as exc:
+                self.message_user(request, f"Job #{job.pk} not retried: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"Job #{job.pk} retried as job #{new.pk}.")
+        if queryset.filter(status__in=ACTIVE_STATUSES).exists():
+            self.message_user(request, "Running or pending jobs are not retried.", messages.WARNING)
+
+    @admin.action(description="Mark stale jobs as failed", permissions=["cancel"])
+    def fail_stale(self, request, queryset):
+        n = services.fail_stale_jobs(queryset)
+        self.message_user(request, f"{n} stale job(s) marked as failed.")
+
+
+@admin.register(PullProgress)
+class PullProgressAdmin(admin.ModelAdmin):
+    list_display = ("progress_id", "system", "kind", "state_col", "items_done", "job_link", "started_at",
+                    "heartbeat_col", "completed_at")
+    list_filter = ("system", "kind", "status")
+    search_fields = ("progress_id",)
+    actions = ("reset", "force_restart")
+    readonly_fields = [f.name for f in PullProgress._meta.fields] + ["state_col", "job_link"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_reset_permission(self, request):
+        return request.user.has_perm("jobs.reset_pull")
+
+    def has_force_restart_permission(self, request):
+        return request.user.has_perm("jobs.force_restart_pull")
+
+    @admin.display(description="State", ordering="status")
+    def state_col(self, p):
+        label = p.state_label
+        cls = {"running": "running", "stale": "stale", "completed": "completed"}.get(label, "failed")
+        return format_html('<span class="sb-badge sb-{}">{}</span>', cls, label)
+
+    @admin.display(description="Heartbeat", ordering="last_pulled_at")
+    def heartbeat_col(self, p):
+        from .display import duration
+
+        return f"{duration(p.heartbeat_age_seconds)} ago"
+
+    @admin.display(description="Job")
+    def job_link(self, p):
+        if not p.job_id:
+            return "—"
+        url = reverse("admin:jobs_backgroundjob_change", args=[p.job_id])
+        return format_html('<a href="{}">#{}</a>', url, p.job_id)
+
+    @admin.action(description="Reset (delete progress and checkpoint)", permissions=["reset"])
+    def reset(self, request, queryset):
+        n = services.reset_pulls(progress_ids=queryset.values_list("progress_id", flat=True))
+        self.message_user(request, f"Reset {n} pull(s). A worker still running one stops at its next batch.")
+
+    @admin.action(description="Force restart (start again from the beginning)", permissions=["force_restart"])
+    def force_restart(self, request, queryset):
+        for p in queryset.select_related("job"):
+            if p.job_id is None:
+                self.message_user(request, f"{p.progress_id}: no job to restart from.", messages.WARNING)
+                continue
+            try:
+                new = services.retry_job(p.job, user=request.user, force_restart=True)
+            except services.PullRefused as exc:
+                self.message_user(request, f"{p.progress_id}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{p.progress_id} restarted as job #{new.pk}.")
+
+
+admin.site.site_header = "ShopBridge"
+admin.site.site_title = "ShopBridge admin"
+admin.site.index_title = "Nhanh · Shopify · Pancake · Shopee"

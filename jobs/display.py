@@ -1,0 +1,52 @@
+"""How job figures read to staff. The admin renders these, and the JSON poll sends the same strings,
+so the live page and a reload never disagree."""
+
+from django.utils import timezone
+
+from .models import BackgroundJob, JobStatus
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+def number(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
+    percent = job.percent
+    if job.total:
+        progress = f"{number(job.processed)} / {number(job.total)} ({percent:.1f}%)"
+    else:
+        progress = f"{number(job.processed)} processed"
+    speed = job.speed
+    heartbeat = job.heartbeat_age_seconds
+    status = job.get_status_display()
+    if job.cancel_requested and job.is_active:
+        status = "Cancelling"
+    elif job.is_stale:
+        status = "Stale"
+    return {
+        "status": status,
+        "status_class": "stale" if job.is_stale else job.status.lower(),
+        "progress": progress,
+        "percent": percent,
+        "counts": f"{number(job.successful)} ok / {number(job.failed)} failed",
+        "speed": f"{speed:,.1f}/s" if speed else "—",
+        "eta": duration(job.eta_seconds),
+        "started": timezone.localtime(job.started_at).strftime("%Y-%m-%d %H:%M:%S") if job.started_at else "—",
+        "elapsed": duration(job.elapsed_seconds),
+        "heartbeat": (duration(heartbeat) + " ago") if heartbeat is not None else "—",
+        "is_stale": job.is_stale,
+        "is_active": job.is_active,
+        # Only a running job without a known total gets the moving "working" bar.
+        "indeterminate": percent is None and job.status == JobStatus.RUNNING,
+    }
