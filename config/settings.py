@@ -169,6 +169,10 @@ SHOPBRIDGE = {
     "ERROR_EXAMPLES_KEPT": 20,
     "PULL_LIMIT_SYNC": 5000,
     "UPSERT_BATCH_SIZE": env.int("SHOPBRIDGE_UPSERT_BATCH_SIZE", default=1000),
+    # Upstream calls: attempts per request and the back-off ceiling (seconds) before a job gives up.
+    "HTTP_MAX_ATTEMPTS": env.int("SHOPBRIDGE_HTTP_MAX_ATTEMPTS", default=8),
+    "HTTP_BACKOFF_BASE": env.float("SHOPBRIDGE_HTTP_BACKOFF_BASE", default=0.5),
+    "HTTP_BACKOFF_MAX": env.float("SHOPBRIDGE_HTTP_BACKOFF_MAX", default=60.0),
 }
 
 LOGGING = {
@@ -180,5 +184,6 @@ LOGGING = {
     "loggers": {
         # urllib3 logs full URLs at DEBUG; our clients never put secrets in URLs, but keep it quiet.
         "urllib3": {"level": "WARNING"},
+        "kombu.connection": {"level": "ERROR"},  # the filesystem transport warns that it has no host
     },
 }

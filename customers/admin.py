@@ -1,0 +1,77 @@
+from django.contrib import admin
+from django.urls import path
+
+from .admin_pull import RUN_PULL, pull_view
+from .models import NhanhCustomer, NhanhCustomerPhone, PullMark, ShopifyCustomer, ShopifyCustomerPhone
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Pulled rows are the upstream's data: staff read them here and change them upstream."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+
+class PullButtonsAdmin(ReadOnlyAdmin):
+    change_list_template = "admin/customers/change_list_pull.html"
+    pull_system = ""
+    pull_system_label = ""
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("pull/", self.admin_site.admin_view(lambda r: pull_view(self, r, self.pull_system)),
+                 name="{}_{}_pull".format(*info)),
+        ] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "can_run_pull": request.user.has_perm(RUN_PULL),
+                         "pull_system_label": self.pull_system_label, "extra_buttons": self.extra_buttons(request)}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def extra_buttons(self, request) -> list[dict]:
+        return []
+
+
+class NhanhPhoneInline(admin.TabularInline):
+    model = NhanhCustomerPhone
+    extra = 0
+    can_delete = False
+    readonly_fields = ("e164", "source")
+
+
+class ShopifyPhoneInline(NhanhPhoneInline):
+    model = ShopifyCustomerPhone
+
+
+@admin.register(NhanhCustomer)
+class NhanhCustomerAdmin(PullButtonsAdmin):
+    pull_system, pull_system_label = "nhanh", "Nhanh"
+    list_display = ("nhanh_id", "name", "mobile", "email", "customer_type", "total_spent", "last_bought_date",
+                    "upstream_updated_at")
+    list_filter = ("customer_type", ("upstream_updated_at", admin.DateFieldListFilter))
+    search_fields = ("=nhanh_id", "name", "mobile", "email", "phones__e164")
+    inlines = [NhanhPhoneInline]
+    show_full_result_count = False  # COUNT(*) on 200k rows on every page view is wasted work
+
+
+@admin.register(ShopifyCustomer)
+class ShopifyCustomerAdmin(PullButtonsAdmin):
+    pull_system, pull_system_label = "shopify", "Shopify"
+    list_display = ("shopify_id", "last_name", "first_name", "email", "phone", "address_phone", "state",
+                    "amount_spent", "upstream_updated_at")
+    list_filter = ("state", ("upstream_updated_at", admin.DateFieldListFilter))
+    search_fields = ("=shopify_id", "first_name", "last_name", "email", "phone", "address_phone", "phones__e164")
+    inlines = [ShopifyPhoneInline]
+    show_full_result_count = False
+
+
+@admin.register(PullMark)
+class PullMarkAdmin(ReadOnlyAdmin):
+    list_display = ("key", "value", "updated_at")

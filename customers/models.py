@@ -1,0 +1,114 @@
+from django.db import models
+from django.utils import timezone
+
+
+class CustomerType(models.IntegerChoices):
+    RETAIL = 1, "Retail"
+    WHOLESALE = 2, "Wholesale"
+    AGENT = 3, "Agent"
+
+
+class PhoneSource(models.TextChoices):
+    NHANH_MOBILE = "nhanh_mobile", "Nhanh mobile"
+    SHOPIFY_PHONE = "shopify_phone", "Shopify phone"
+    SHOPIFY_ADDRESS = "shopify_address", "Shopify default address"
+    SHOPIFY_NOTE = "shopify_note", "Shopify note"
+
+
+class UpstreamRecord(models.Model):
+    """Fields every pulled record has: the raw payload, its hash (unchanged rows are skipped), our times."""
+
+    raw = models.JSONField(default=dict)
+    payload_hash = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class NhanhCustomer(UpstreamRecord):
+    nhanh_id = models.BigIntegerField(unique=True)
+    name = models.CharField(max_length=255, blank=True)
+    mobile = models.CharField(max_length=64, blank=True, help_text="As typed in Nhanh.")
+    email = models.CharField(max_length=254, blank=True)
+    customer_type = models.PositiveSmallIntegerField(choices=CustomerType.choices, null=True, blank=True)
+    address = models.TextField(blank=True)
+    total_spent = models.BigIntegerField(default=0, help_text="Lifetime spend in VND (Nhanh totalAmount).")
+    points = models.IntegerField(null=True, blank=True)
+    last_bought_date = models.DateField(null=True, blank=True)
+    upstream_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-upstream_updated_at", "-id"]
+        permissions = [("run_customer_pull", "Can start customer pulls")]
+
+    def __str__(self):
+        return f"{self.name or '(no name)'} · Nhanh #{self.nhanh_id}"
+
+
+class ShopifyCustomer(UpstreamRecord):
+    shopify_id = models.BigIntegerField(unique=True, help_text="legacyResourceId")
+    first_name = models.CharField(max_length=255, blank=True)
+    last_name = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    phone = models.CharField(max_length=64, blank=True, help_text="Default phone number (E.164 in Shopify).")
+    address_phone = models.CharField(max_length=64, blank=True, help_text="Default address phone, as typed.")
+    note = models.TextField(blank=True)
+    state = models.CharField(max_length=20, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    orders_count = models.IntegerField(default=0)
+    amount_spent = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    upstream_created_at = models.DateTimeField(null=True, blank=True)
+    upstream_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-upstream_updated_at", "-id"]
+
+    def __str__(self):
+        name = f"{self.last_name} {self.first_name}".strip()
+        return f"{name or self.email or '(no name)'} · Shopify #{self.shopify_id}"
+
+    @property
+    def gid(self) -> str:
+        return f"gid://shopify/Customer/{self.shopify_id}"
+
+
+class NhanhCustomerPhone(models.Model):
+    """Every valid phone of a Nhanh customer in E.164, for matching in SQL."""
+
+    customer = models.ForeignKey(NhanhCustomer, on_delete=models.CASCADE, related_name="phones")
+    e164 = models.CharField(max_length=20, db_index=True)
+    source = models.CharField(max_length=20, choices=PhoneSource.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "e164"], name="uniq_nhanh_customer_phone")]
+
+    def __str__(self):
+        return self.e164
+
+
+class ShopifyCustomerPhone(models.Model):
+    """Every valid phone of a Shopify customer (phone, address phone, numbers in the note) in E.164."""
+
+    customer = models.ForeignKey(ShopifyCustomer, on_delete=models.CASCADE, related_name="phones")
+    e164 = models.CharField(max_length=20, db_index=True)
+    source = models.CharField(max_length=20, choices=PhoneSource.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["customer", "e164"], name="uniq_shopify_customer_phone")]
+
+    def __str__(self):
+        return self.e164
+
+
+class PullMark(models.Model):
+    """Where an incremental pull continues next time: the new/updated pull's high-water mark, the capped
+    pull's cursor. Moved only when the pull that earned it completed."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.key} = {self.value}"

@@ -1,0 +1,244 @@
+"""Client for the Nhanh.vn Open API v3.0 (https://apidocs.nhanh.vn/v3).
+
+Every call is ``POST {base_url}/v3.0/{resource}/{action}?appId=..&businessId=..`` with the raw access token
+in the ``Authorization`` header and a JSON body. Nhanh reports errors inside the JSON envelope
+(``{"code": 0, "errorCode": "ERR_..."}``) rather than through HTTP statuses, so ``check_response`` reads
+the envelope first and maps ``errorCode`` onto the typed errors of ``integrations.errors``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pyrate_limiter import BucketFactory, Duration, InMemoryBucket, Limiter, MonotonicClock, Rate, RateItem
+
+from ..errors import AuthRejected, BadPayload, RateLimited, RequestRejected, UpstreamError
+from ..http import BaseClient
+from ..secrets import mask_secret
+
+API_VERSION = "v3.0"
+
+RATE_LIMIT_CODES = {"ERR_429", "ERR_EXCEEDED_RATE_LIMIT"}
+# What staff should do about each refusal; the code itself is always shown too.
+AUTH_HINTS = {
+    "ERR_INVALID_ACCESS_TOKEN": "the access token is invalid or expired: re-authorize the app "
+                                "(tokens last one year and cannot be refreshed)",
+    "ERR_INVALID_APP_ID": "the appId is not recognised",
+    "ERR_INVALID_BUSINESS_ID": "the businessId is not recognised",
+    "ERR_BUSINESS_NOT_ENABLE_API": "the shop has not enabled Open API (\"Cho phép kết nối Open API\")",
+    "ERR_INVALID_VERSION": "the token was issued for another API version (a v2 token on v3?)",
+    "ERR_403": "the token lacks the permission for this API: re-authorize with that permission",
+}
+VALIDATION_CODES = {"ERR_INVALID_FORM_FIELDS", "ERR_INVALID_DATA"}
+
+# customer/list filters (v3 names) and how Python values are sent for them.
+DATE_FILTERS = {"lastBoughtDateFrom", "lastBoughtDateTo"}  # "Y-m-d"
+TIMESTAMP_FILTERS = {"updatedAtFrom", "updatedAtTo"}  # unix seconds
+CUSTOMER_FILTERS = {"type", "mobile", "ids"} | DATE_FILTERS | TIMESTAMP_FILTERS
+
+
+class _BucketPerUrl(BucketFactory):
+    """One in-memory bucket per API URL: Nhanh counts its limit per appId + businessId + URL, and a
+    client is bound to one appId + businessId."""
+
+    def __init__(self, rate: Rate):
+        self.rate = rate
+        self.clock = MonotonicClock()
+        self.url_buckets: dict[str, InMemoryBucket] = {}
+
+    def wrap_item(self, name: str, weight: int = 1) -> RateItem:
+        return RateItem(name, self.clock.now(), weight=weight)
+
+    def get(self, item: RateItem) -> InMemoryBucket:
+        # Called under the Limiter's lock, so two threads cannot create the same bucket.
+        bucket = self.url_buckets.get(item.name)
+        if bucket is None:
+            bucket = self.url_buckets[item.name] = self.create(InMemoryBucket, [self.rate])
+        return bucket
+
+
+def _encode_filter(name: str, value: Any) -> Any:
+    if name in TIMESTAMP_FILTERS and isinstance(value, datetime):
+        return int(value.timestamp())
+    if name in DATE_FILTERS and isinstance(value, date):
+        return value.strftime("%Y-%m-%d")
+    return value
+
+
+def _messages_text(payload: dict) -> str:
+    """Nhanh's ``messages`` is a string, a list or a field → message map; ERR_429 uses ``message``."""
+    messages = payload.get("messages", payload.get("message"))
+    if isinstance(messages, dict):
+        return "; ".join(f"{field}: {text}" for field, text in messages.items())
+    if isinstance(messages, list):
+        return "; ".join(str(text) for text in messages)
+    return str(messages or "")
+
+
+class NhanhClient(BaseClient):
+    """Nhanh v3.0 for one appId + businessId. ``requests_per_window`` per ``window_seconds`` paces requests
+    per URL within this client (None: no pacing, ERR_429 answers are then waited out through retries)."""
+
+    system = "nhanh"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        app_id: str,
+        business_id: str,
+        access_token: str,
+        requests_per_window: int | None = 150,
+        window_seconds: int = 30,
+        **base_kwargs,
+    ):
+        super().__init__(base_url, **base_kwargs)
+        self.app_id = str(app_id)
+        self.business_id = str(business_id)
+        self._access_token = access_token
+        self.pacer: Limiter | None = None
+        if requests_per_window:
+            rate = Rate(requests_per_window, Duration.SECOND * window_seconds)
+            # A few hundred ms of slack on each wait: the server stamps a request when it arrives, later
+            # than we stamp it here, and uneven network delay must not squeeze two requests into its window.
+            self.pacer = Limiter(_BucketPerUrl(rate), buffer_ms=250)
+
+    @classmethod
+    def from_connection(cls, conn, **kw) -> NhanhClient:
+        """Build from an ``integrations.models.Connection``; ``kw`` overrides (timeouts, pacing, …)."""
+        options = {"requests_per_window": conn.requests_per_window, "window_seconds": conn.window_seconds, **kw}
+        return cls(conn.base_url, app_id=conn.app_id, business_id=conn.business_id,
+                   access_token=conn.access_token, **options)
+
+    def __repr__(self):
+        return (f"<NhanhClient {self.base_url} appId={self.app_id} businessId={self.business_id} "
+                f"token={mask_secret(self._access_token)}>")
+
+    def close(self) -> None:
+        if self.pacer is not None:
+            self.pacer.close()
+        super().close()
+
+    # --- transport ---------------------------------------------------------------------------------
+    def post(self, endpoint: str, body: Any) -> dict:
+        """Call ``endpoint`` (e.g. ``"customer/list"``); returns the whole success envelope."""
+        return self.call(
+            "POST", f"/{API_VERSION}/{endpoint}",
+            params={"appId": self.app_id, "businessId": self.business_id},
+            headers={"Authorization": self._access_token},
+            json=body,
+        )
+
+    def _send_once(self, method: str, path: str, **kwargs) -> Any:
+        # Paced per attempt, not per call: retries count against Nhanh's limit too.
+        if self.pacer is not None:
+            self.pacer.try_acquire(path)
+        return super()._send_once(method, path, **kwargs)
+
+    def check_response(self, response: requests.Response) -> dict:
+        status = response.status_code
+        if status == 404 and "html" in response.headers.get("Content-Type", ""):
+            # What Nhanh answers for an endpoint it does not have (e.g. /v3.0/customer/detail).
+            raise RequestRejected(f"no such API endpoint: {urlsplit(response.url).path} (HTML 404)",
+                                  system=self.system, status=status)
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        is_envelope = isinstance(payload, dict) and "code" in payload
+        failed = is_envelope and payload["code"] not in (1, "1")
+        # Nhanh does not document HTTP statuses on errors; when a 4xx carries an error envelope its
+        # errorCode says more (which credential, when the lock ends) than the status does.
+        if status >= 500 or not failed:
+            self.raise_for_status(response)
+        if not is_envelope:
+            snippet = response.text[:200].replace("\n", " ")
+            raise BadPayload(f"expected a Nhanh JSON envelope (HTTP {status}): {snippet!r}",
+                             system=self.system, status=status)
+        if failed:
+            raise self._error_from(payload, status)
+        if "data" not in payload:
+            raise BadPayload("success envelope without 'data'", system=self.system, status=status)
+        return payload
+
+    def _error_from(self, payload: dict, status: int) -> UpstreamError:
+        code = str(payload.get("errorCode") or "")
+        text = _messages_text(payload)
+        where = {"system": self.system, "status": status, "code": code}
+        if code in RATE_LIMIT_CODES:
+            retry_after = self._seconds_until_unlocked(payload.get("data"))
+            wait = f"unlocks in {retry_after:.0f} s" if retry_after is not None else "no unlock time given"
+            return RateLimited(f"rate limit exceeded, {wait}: {text}", retry_after=retry_after, **where)
+        if code in AUTH_HINTS:
+            return AuthRejected(f"Nhanh refused the credentials ({code}): {AUTH_HINTS[code]}. {text}".strip(),
+                                **where)
+        if code in VALIDATION_CODES:
+            return RequestRejected(f"Nhanh refused the request ({code}): {text}", **where)
+        return UpstreamError(f"Nhanh error {code or '(no errorCode)'}: {text}", **where)
+
+    @staticmethod
+    def _seconds_until_unlocked(data: Any) -> float | None:
+        if not isinstance(data, dict):
+            return None
+        unlocked_at, locked_seconds = data.get("unlockedAt"), data.get("lockedSeconds")
+        if isinstance(unlocked_at, int | float):
+            return max(unlocked_at - time.time(), 0.0)
+        if isinstance(locked_seconds, int | float):
+            return max(float(locked_seconds), 0.0)
+        return None
+
+    # --- customers ---------------------------------------------------------------------------------
+    def list_customers(
+        self, filters: dict | None = None, *, next_cursor: dict | None = None, size: int = 100
+    ) -> tuple[list[dict], dict | None]:
+        """One page of ``customer/list`` sorted by id: the raw rows (not validated here) and the cursor
+        of the next page, None at the end. ``filters`` take the v3 names; ``datetime`` values for
+        ``updatedAt*`` and ``date`` values for ``lastBoughtDate*`` are converted, None values dropped."""
+        unknown = set(filters or {}) - CUSTOMER_FILTERS
+        if unknown:
+            # Nhanh ignores filters it does not know: a typo would silently turn into a full pull.
+            raise ValueError(f"unknown customer/list filters {sorted(unknown)}; known: {sorted(CUSTOMER_FILTERS)}")
+        encoded = {name: _encode_filter(name, value) for name, value in (filters or {}).items()
+                   if value is not None}
+        paginator: dict[str, Any] = {"size": size, "sort": {"id": "asc"}}
+        if next_cursor is not None:
+            paginator["next"] = next_cursor
+        payload = self.post("customer/list", {"filters": encoded, "paginator": paginator})
+        rows = payload["data"]
+        page_info = payload.get("paginator") or {}
+        if not isinstance(rows, list) or not isinstance(page_info, dict):
+            raise BadPayload("customer/list: expected 'data' to be a list and 'paginator' an object",
+                             system=self.system)
+        cursor = page_info.get("next")
+        if cursor is not None and not isinstance(cursor, dict):
+            raise BadPayload(f"customer/list: paginator.next is not an object: {cursor!r}", system=self.system)
+        return rows, cursor or None
+
+    def iter_customer_pages(
+        self, filters: dict | None = None, *, start_cursor: dict | None = None, size: int = 100
+    ) -> Iterator[tuple[list[dict], dict | None]]:
+        """Yield ``(rows, cursor)`` page by page; ``cursor`` resumes right after that page (a checkpoint)
+        and is None with the last page. Only one page is held at a time."""
+        cursor = start_cursor
+        while True:
+            rows, next_cursor = self.list_customers(filters, next_cursor=cursor, size=size)
+            if next_cursor is not None and next_cursor == cursor:
+                raise BadPayload(f"customer/list: cursor did not advance past {cursor!r}", system=self.system)
+            yield rows, next_cursor
+            if next_cursor is None:
+                return
+            cursor = next_cursor
+
+    # --- app ---------------------------------------------------------------------------------------
+    def check_token(self, secret_key: str) -> dict:
+        """``app/checkaccesstoken``: the token's businessId, expiredAt (unix s), depotIds, permissions."""
+        data = self.post("app/checkaccesstoken", {"secretKey": secret_key})["data"]
+        if not isinstance(data, dict):
+            raise BadPayload("app/checkaccesstoken: 'data' is not an object", system=self.system)
+        # The answer echoes the token; leave it out so the result is safe to log or show.
+        return {key: value for key, value in data.items() if key != "accessToken"}

@@ -1,0 +1,419 @@
+"""A local Nhanh.vn Open API v3.0 over generated customers, served by ``integrations.sandbox.server``
+under ``/nhanh``: ``POST /nhanh/v3.0/customer/list`` and ``POST /nhanh/v3.0/app/checkaccesstoken``.
+
+Customer ``i`` (``0 <= i < population.n_nhanh``) is person ``i`` of the shared population, with id
+``FIRST_ID + ID_STEP * i``. Rows are computed on demand; only the changes made through the control API
+(``touch``, ``set_total``) are stored, so 200,000 customers cost no more memory than 200.
+
+Where the docs leave a behaviour open, the choice made here is marked "unconfirmed".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import Any
+
+from ..sandbox.base import SandboxApp, SandboxRequest, SandboxResponse
+from ..sandbox.population import CITIES, JUNK_PHONES, render_phone
+
+SANDBOX_APP_ID = "sandbox-app"
+SANDBOX_BUSINESS_ID = "12345"
+# The sandbox's fixed, public credentials (never valid anywhere else).
+SANDBOX_ACCESS_TOKEN = "sandbox-nhanh-token-0123456789abcdef"  # noqa: S105
+SANDBOX_SECRET_KEY = "sandbox-nhanh-secret-key"  # noqa: S105
+
+FIRST_ID = 100_000
+ID_STEP = 3  # ids are not contiguous, as in a real shop where customers get deleted or merged
+MAX_PAGE_SIZE = 100  # observed: a bigger size is silently capped, no error
+DEFAULT_PAGE_SIZE = 50  # unconfirmed: the default when paginator.size is omitted is not documented
+MAX_FILTER_IDS = 100
+VIETNAM = timezone(timedelta(hours=7))  # Nhanh's dates (lastBoughtDate, birthday) are local dates
+RATE_LIMIT_MESSAGE = "Your app exceeded the API Rate Limit"
+MALFORMED_UPDATED_AT = "2024-13-45"
+# Nhanh's permission names are not documented; these only look the part.
+PERMISSIONS = ["customer.view", "customer.edit", "product.view", "order.view"]
+
+NOT_FOUND_HTML = ("<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
+                  "<p>The requested URL was not found on this server.</p></body></html>")
+
+
+class FormError(Exception):
+    """The request's fields are invalid: answered as ERR_INVALID_FORM_FIELDS with ``messages``."""
+
+    def __init__(self, messages: dict[str, str]):
+        super().__init__(messages)
+        self.messages = messages
+
+
+def _failure(error_code: str, messages: Any, data: Any = None) -> SandboxResponse:
+    # HTTP 200 with code 0: Nhanh describes errors only inside the body (the HTTP status is unconfirmed).
+    body: dict[str, Any] = {"code": 0, "errorCode": error_code, "messages": messages}
+    if data is not None:
+        body["data"] = data
+    return SandboxResponse(200, body)
+
+
+def _not_found() -> SandboxResponse:
+    return SandboxResponse(404, NOT_FOUND_HTML, content_type="text/html; charset=utf-8")
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def _customer_id(index: int) -> int:
+    return FIRST_ID + ID_STEP * index
+
+
+def _index_of(customer_id: int, n: int) -> int | None:
+    offset = customer_id - FIRST_ID
+    if offset < 0 or offset % ID_STEP:
+        return None
+    index = offset // ID_STEP
+    return index if index < n else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ymd(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and len(value) == 10 and bool(date.fromisoformat(value))
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class CustomerQuery:
+    """The ``filters`` of a customer/list request, validated."""
+
+    type: int | None = None
+    mobile: str | None = None
+    ids: tuple[int, ...] | None = None
+    last_bought_from: str | None = None
+    last_bought_to: str | None = None
+    updated_from: int | None = None
+    updated_to: int | None = None
+
+    @classmethod
+    def parse(cls, filters: dict) -> CustomerQuery:
+        """Unknown filters are ignored (unconfirmed; most APIs of this kind do so)."""
+        problems: dict[str, str] = {}
+        customer_type = filters.get("type")
+        if customer_type is not None and customer_type not in (1, 2, 3):
+            problems["type"] = "type must be 1, 2 or 3"
+        ids = filters.get("ids")
+        if ids is not None and (not isinstance(ids, list) or not all(_is_int(i) for i in ids)):
+            problems["ids"] = "ids must be a list of integers"
+        elif ids is not None and len(ids) > MAX_FILTER_IDS:
+            problems["ids"] = f"ids accepts at most {MAX_FILTER_IDS} ids"
+        mobile = filters.get("mobile")
+        if mobile is not None and not isinstance(mobile, str):
+            problems["mobile"] = "mobile must be a string"
+        for name in ("lastBoughtDateFrom", "lastBoughtDateTo"):
+            if filters.get(name) is not None and not _is_ymd(filters[name]):
+                problems[name] = f"{name} must be a date Y-m-d"
+        for name in ("updatedAtFrom", "updatedAtTo"):
+            if filters.get(name) is not None and not _is_int(filters[name]):
+                problems[name] = f"{name} must be a unix timestamp in seconds"
+        if problems:
+            raise FormError({f"filters.{name}": text for name, text in problems.items()})
+        return cls(
+            type=customer_type, mobile=mobile, ids=tuple(ids) if ids is not None else None,
+            last_bought_from=filters.get("lastBoughtDateFrom"), last_bought_to=filters.get("lastBoughtDateTo"),
+            updated_from=filters.get("updatedAtFrom"), updated_to=filters.get("updatedAtTo"),
+        )
+
+    def updated_in_range(self, updated_at: int) -> bool:
+        """Checked before a row is built: the incremental-sync filter is the common, selective one."""
+        return ((self.updated_from is None or updated_at >= self.updated_from)
+                and (self.updated_to is None or updated_at <= self.updated_to))
+
+    def matches(self, row: dict) -> bool:
+        """Ranges include both ends (unconfirmed). ``mobile`` compares digits only (unconfirmed: how
+        Nhanh matches a differently written number is not documented)."""
+        if self.type is not None and row["type"] != self.type:
+            return False
+        if self.mobile is not None and _digits(row["mobile"]) != _digits(self.mobile):
+            return False
+        if self.last_bought_from or self.last_bought_to:
+            bought = row["lastBoughtDate"]
+            if not bought:
+                return False
+            if (self.last_bought_from and bought < self.last_bought_from) or (
+                    self.last_bought_to and bought > self.last_bought_to):
+                return False
+        return self.updated_in_range(row["updatedAt"])
+
+
+@dataclass
+class RateLock:
+    """Nhanh locks a URL once its limit is exceeded; every call made while locked pushes the end out."""
+
+    until: float  # unix seconds
+    seconds: float  # how far each call made while locked pushes ``until`` from now
+
+    def answer(self, now: float) -> SandboxResponse:
+        data = {"lockedSeconds": math.ceil(self.until - now), "unlockedAt": math.ceil(self.until)}
+        # HTTP 200 (unconfirmed, like every error) and the singular "message" of the documented example.
+        return SandboxResponse(200, {"code": 0, "errorCode": "ERR_429", "message": RATE_LIMIT_MESSAGE,
+                                     "data": data})
+
+
+class NhanhSandbox(SandboxApp):
+    name = "nhanh"
+    request_limit = (150, 30)
+
+    def __init__(self, options, population=None):
+        super().__init__(options, population)
+        self.routes = {
+            "/v3.0/customer/list": self.customer_list,
+            "/v3.0/app/checkaccesstoken": self.check_access_token,
+        }
+        self.overrides: dict[int, dict[str, Any]] = {}  # customer index → changed fields (control API)
+        self.locks: dict[str, RateLock] = {}  # rate-limit key → lock
+        self.state_lock = threading.Lock()
+
+    # --- requests -----------------------------------------------------------------------------------
+    def rate_limit_key(self, request: SandboxRequest) -> str | None:
+        if request.path not in self.routes:
+            return None
+        return f"{request.arg('appId')}:{request.arg('businessId')}:{request.path}"
+
+    def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
+        key = self.rate_limit_key(request) or request.path
+        now = time.time()
+        with self.state_lock:
+            lock = self.locks.get(key)
+            if lock is not None and lock.until > now:
+                lock.until = now + lock.seconds
+            else:
+                seconds = max(retry_after, 1.0)
+                lock = self.locks[key] = RateLock(until=now + seconds, seconds=seconds)
+            return lock.answer(now)
+
+    def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
+        # What the front proxy of a PHP API answers when the backend is down: an HTML page, not JSON.
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Error"
+        page = (f"<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1>"
+                "</center><hr><center>nginx</center></body></html>")
+        return SandboxResponse(status, page, content_type="text/html")
+
+    def handle(self, request: SandboxRequest) -> SandboxResponse:
+        route = self.routes.get(request.path)
+        if route is None or request.method != "POST":  # unconfirmed for other methods: same HTML 404
+            return _not_found()
+        if self.faults.rate_limit_enabled and self._is_locked(request):
+            # The server's window limiter let this call through, but the URL is still locked.
+            return self.rate_limited_response(request, 0)
+        refusal = self._check_credentials(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = request.json()
+        except ValueError:
+            return _failure("ERR_INVALID_DATA", "invalid data: the body is not valid JSON")
+        if not isinstance(body, dict):
+            return _failure("ERR_INVALID_DATA", "invalid data: the body must be a JSON object")
+        try:
+            return route(body)
+        except FormError as exc:
+            return _failure("ERR_INVALID_FORM_FIELDS", exc.messages)
+
+    def _is_locked(self, request: SandboxRequest) -> bool:
+        lock = self.locks.get(self.rate_limit_key(request) or "")
+        return lock is not None and lock.until > time.time()
+
+    def _check_credentials(self, request: SandboxRequest) -> SandboxResponse | None:
+        if request.arg("appId") != SANDBOX_APP_ID:
+            return _failure("ERR_INVALID_APP_ID", "appId is invalid")
+        if request.arg("businessId") != SANDBOX_BUSINESS_ID:
+            return _failure("ERR_INVALID_BUSINESS_ID", "businessId is invalid")
+        # The raw token only: whether "Bearer <token>" is tolerated is unconfirmed, and refusing it here
+        # catches a client that sends it before production does.
+        if self.faults.auth_reject or request.header("Authorization") != SANDBOX_ACCESS_TOKEN:
+            return _failure("ERR_INVALID_ACCESS_TOKEN", "accessToken is invalid or expired")
+        return None
+
+    def check_access_token(self, body: dict) -> SandboxResponse:
+        if body.get("secretKey") != SANDBOX_SECRET_KEY:
+            # The code for a wrong secretKey is not documented (unconfirmed): a field error is the likeliest.
+            raise FormError({"secretKey": "secretKey is invalid"})
+        expired_at = int((self.population.anchor + timedelta(days=365)).timestamp())
+        return SandboxResponse(200, {"code": 1, "data": {
+            "accessToken": SANDBOX_ACCESS_TOKEN, "version": "3.0", "expiredAt": expired_at,
+            "businessId": int(SANDBOX_BUSINESS_ID), "depotIds": [], "pageIds": [], "permissions": PERMISSIONS,
+        }})
+
+    def customer_list(self, body: dict) -> SandboxResponse:
+        filters, paginator = body.get("filters") or {}, body.get("paginator") or {}
+        if not isinstance(filters, dict) or not isinstance(paginator, dict):
+            raise FormError({"filters": "filters and paginator must be objects"})
+        query = CustomerQuery.parse(filters)
+        size, descending, after_id = self._parse_paginator(paginator)
+        candidates = self._candidates(query, descending, after_id)
+        rows: list[dict] = []
+        scanned = 0
+        for index in candidates:
+            scanned += 1
+            if not query.updated_in_range(self._updated_at(index)):
+                continue
+            row = self.customer(index)
+            if query.matches(row):
+                rows.append(row)
+                if len(rows) == size:
+                    break
+        # A full page gets a cursor unless nothing is left to scan, so the last page may come back empty
+        # with next null; the docs allow that ("a short page with a next still means more data").
+        more = len(rows) == size and scanned < len(candidates)
+        cursor = {"id": rows[-1]["id"]} if more else None
+        data = [self._corrupt(row) if self.roll_malformed() else row for row in rows]
+        return SandboxResponse(200, {"code": 1, "data": data, "paginator": {"next": cursor}})
+
+    @staticmethod
+    def _parse_paginator(paginator: dict) -> tuple[int, bool, int | None]:
+        size = paginator.get("size", DEFAULT_PAGE_SIZE)
+        if not _is_int(size) or size < 1:
+            raise FormError({"paginator.size": "size must be a positive integer"})
+        sort = paginator.get("sort") or {"id": "asc"}  # unconfirmed default; ids ascending is the natural one
+        if not isinstance(sort, dict) or set(sort) != {"id"} or sort["id"] not in ("asc", "desc"):
+            raise FormError({"paginator.sort": 'sort must be {"id": "asc"} or {"id": "desc"}'})
+        cursor = paginator.get("next")
+        if cursor is not None and not (isinstance(cursor, dict) and _is_int(cursor.get("id"))):
+            raise FormError({"paginator.next": "next must be the object returned by the previous page"})
+        return min(size, MAX_PAGE_SIZE), sort["id"] == "desc", cursor["id"] if cursor else None
+
+    def _candidates(self, query: CustomerQuery, descending: bool, after_id: int | None) -> Sequence[int]:
+        """Indexes to scan in sort order after the cursor: a range (never a list of every customer), or
+        the few indexes named by an ``ids`` filter."""
+        n = self.population.n_nhanh
+        if query.ids is not None:
+            named = {_index_of(cid, n) for cid in query.ids} - {None}
+
+            def past_cursor(index: int) -> bool:
+                cid = _customer_id(index)
+                return after_id is None or (cid < after_id if descending else cid > after_id)
+
+            return sorted(filter(past_cursor, named), reverse=descending)
+        if descending:
+            start = n - 1 if after_id is None else min((after_id - FIRST_ID - 1) // ID_STEP, n - 1)
+            return range(start, -1, -1)
+        start = 0 if after_id is None else max((after_id - FIRST_ID) // ID_STEP + 1, 0)
+        return range(start, n)
+
+    # --- customers ----------------------------------------------------------------------------------
+    def _row_rng(self, index: int) -> random.Random:
+        # An integer seed: seeding from a string hashes it with SHA-512, several times slower.
+        return random.Random((self.population.seed << 32) | index)
+
+    def _updated_at(self, index: int) -> int:
+        changed = self.overrides.get(index, {}).get("updatedAt")
+        if changed is not None:
+            return changed
+        return int(self.population.updated_at("nhanh", index).timestamp())
+
+    def customer(self, index: int) -> dict:
+        """Customer ``index`` in the v3 shape, with any change made through the control API."""
+        population = self.population
+        person = population.person(index)
+        rng = self._row_rng(index)
+        type_roll = rng.random()
+        customer_type = 1 if type_roll < 0.85 else 2 if type_roll < 0.95 else 3
+        has_email, has_birthday, has_gender = rng.random() < 0.7, rng.random() < 0.8, rng.random() < 0.85
+        days_before_update = rng.uniform(0, 400)
+        district_id, ward_id = rng.randint(300, 999), rng.randint(1000, 9999)
+        # A duplicate registration carries the phone of the person it duplicates, under this person's name.
+        local_phone, _ = population.nhanh_phones(index)
+        mobile = render_phone(local_phone, rng) if local_phone else rng.choice(JUNK_PHONES)
+        updated_at = population.updated_at("nhanh", index)
+        total = person.total_spent
+        # lastBoughtDate is not in the v3 doc's record (unconfirmed in v3; v2 has it): served because the
+        # lastBoughtDate filters exist. A date before updatedAt; empty for people who never bought.
+        bought_on = (updated_at - timedelta(days=days_before_update)).astimezone(VIETNAM)
+        row = {
+            "id": _customer_id(index),
+            "type": customer_type,
+            "name": person.name,
+            "mobile": mobile,
+            "email": f"{person.email_user}@gmail.com" if has_email else "",
+            "address": f"{person.house} {person.street}",
+            "points": total // 100_000,
+            "totalAmount": total,
+            "birthday": person.birthday if has_birthday else "",
+            "gender": person.gender if has_gender else None,
+            "locations": {"cityId": 250 + CITIES.index(person.city), "districtId": district_id, "wardId": ward_id},
+            "group": {"id": 1, "name": "VIP"} if total >= 20_000_000 else None,
+            "updatedAt": int(updated_at.timestamp()),
+            "lastBoughtDate": bought_on.strftime("%Y-%m-%d") if total else "",
+        }
+        row.update(self.overrides.get(index, {}))
+        return row
+
+    @staticmethod
+    def _corrupt(row: dict) -> dict:
+        """One of the corruptions seen in the wild, always the same one for a given row."""
+        bad = dict(row)
+        way = (row["id"] - FIRST_ID) // ID_STEP % 4
+        if way == 0:
+            del bad["id"]
+        elif way == 1:
+            bad["updatedAt"] = MALFORMED_UPDATED_AT
+        elif way == 2:
+            bad["type"] = "abc"
+        else:
+            bad["totalAmount"] = "n/a"
+        return bad
+
+    # --- control API --------------------------------------------------------------------------------
+    def control(self, action: str, payload: dict) -> Any:
+        if action == "touch":
+            # A purchase: updatedAt moves to now and, with a new total, lastBoughtDate to today.
+            indexes = [self._index_or_error(cid) for cid in payload.get("ids", [])]
+            change: dict[str, Any] = {"updatedAt": int(time.time())}
+            if payload.get("totalAmount") is not None:
+                change["totalAmount"] = int(payload["totalAmount"])
+                change["lastBoughtDate"] = datetime.now(VIETNAM).strftime("%Y-%m-%d")
+            with self.state_lock:
+                for index in indexes:
+                    self.overrides.setdefault(index, {}).update(change)
+            return {"touched": len(indexes), "updatedAt": change["updatedAt"]}
+        if action == "set_total":
+            # Changes the total without bumping updatedAt: a change an incremental pull cannot see.
+            index = self._index_or_error(payload.get("id"))
+            with self.state_lock:
+                self.overrides.setdefault(index, {})["totalAmount"] = int(payload["totalAmount"])
+            return {"id": payload["id"], "totalAmount": int(payload["totalAmount"])}
+        if action == "expected":
+            try:
+                query = CustomerQuery.parse(payload.get("filters") or {})
+            except FormError as exc:
+                raise ValueError(f"invalid filters: {exc.messages}") from exc
+            return [_customer_id(index) for index in self._candidates(query, False, None)
+                    if query.updated_in_range(self._updated_at(index)) and query.matches(self.customer(index))]
+        if action == "stats":
+            return {"customers": self.population.n_nhanh, "changed": len(self.overrides)}
+        raise KeyError(action)
+
+    def _index_or_error(self, customer_id: Any) -> int:
+        index = _index_of(customer_id, self.population.n_nhanh) if _is_int(customer_id) else None
+        if index is None:
+            raise ValueError(f"no Nhanh customer with id {customer_id!r}")
+        return index
+
+    def status(self) -> dict:
+        now = time.time()
+        with self.state_lock:
+            locked = sorted(key for key, lock in self.locks.items() if lock.until > now)
+        return {**super().status(), "customers": self.population.n_nhanh, "locked": locked}
+

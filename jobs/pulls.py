@@ -1,0 +1,201 @@
+"""The pull engine every pull uses (customers, products, Pancake …); it knows nothing of those apps.
+
+A pull job holds its PullProgress (see ``services.claim_pull``) and runs::
+
+    run_pull(ctx, source=..., upsert=..., batch_size=1000, limit=None)
+
+- ``source.pages(cursor)`` streams pages from the upstream, starting after ``cursor`` (None = start);
+  each page carries the cursor to resume after it. A thread fetches the next page while this one is
+  written (the fetcher does HTTP only; every database write stays on this thread).
+- ``upsert(rows)`` writes one batch and returns a ``BatchResult``; it runs inside the transaction that
+  also moves the checkpoint, so a resume never skips rows that were not committed.
+- After each batch, the job's counts and metadata are written in their own short transaction; that is
+  also where a cancel or a force restart is noticed.
+- While the fetcher waits (a rate limit, a retry back-off), the heartbeat keeps beating so the pull is
+  not taken for dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+from django.db import transaction
+
+from .services import JobContext, holding_pull, pull_checkpoint
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY_SECONDS = 15
+
+
+@dataclass
+class Page:
+    rows: list[dict]
+    cursor_after: Any  # where to resume after this page; None when it was the last page
+
+
+class PullSource(Protocol):
+    def pages(self, cursor: Any) -> Iterator[Page]: ...
+
+
+@dataclass
+class BatchResult:
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)  # reasons for failed rows (first few kept)
+
+    def add(self, other: BatchResult, keep_errors: int) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.skipped += other.skipped
+        self.failed += other.failed
+        room = keep_errors - len(self.errors)
+        if room > 0:
+            self.errors.extend(other.errors[:room])
+
+    @property
+    def successful(self) -> int:
+        return self.created + self.updated + self.skipped
+
+    @property
+    def processed(self) -> int:
+        return self.successful + self.failed
+
+    def as_counts(self) -> dict[str, int]:
+        return {"created": self.created, "updated": self.updated, "skipped": self.skipped, "failed": self.failed}
+
+
+_END = object()
+
+
+class _Prefetcher:
+    """Runs ``source.pages`` one page ahead in a thread. Exceptions travel to the consumer."""
+
+    def __init__(self, pages: Iterator[Page]):
+        self._pages = pages
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pull-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self):
+        try:
+            for page in self._pages:
+                if not self._put(page):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which fails the job with it
+            self._put(exc)
+
+    def get(self, timeout: float):
+        item = self._queue.get(timeout=timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self._stop.set()
+        close = getattr(self._pages, "close", None)
+        self._thread.join(timeout=5)
+        if close and not self._thread.is_alive():
+            close()
+
+
+def run_pull(
+    ctx: JobContext,
+    *,
+    source: PullSource,
+    upsert: Callable[[list[dict]], BatchResult],
+    batch_size: int | None = None,
+    limit: int | None = None,
+    on_complete: Callable[[BatchResult, Any], None] | None = None,
+) -> BatchResult:
+    """Run the pull to its end (or ``limit`` rows). ``on_complete(totals, resume_cursor)`` is called
+    after the last batch committed; ``resume_cursor`` is where a capped pull would continue (None when
+    the upstream's data ended)."""
+    batch_size = batch_size or settings.SHOPBRIDGE["UPSERT_BATCH_SIZE"]
+    keep_errors = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"]
+    with holding_pull(ctx) as progress:
+        pid, token = progress.progress_id, progress.run_token
+        checkpoint = dict(progress.checkpoint or {})
+        totals = BatchResult(**checkpoint.get("counts", {}))
+        pages = int(checkpoint.get("pages", 0))
+        cursor = checkpoint.get("cursor")
+        if checkpoint:
+            ctx.set_metadata(resumed_from={"cursor": cursor, "pages": pages, "rows": totals.processed})
+            log.info("pull %s resumes after page %s (%s rows done)", pid, pages, totals.processed)
+        started = time.monotonic()
+        fetcher = _Prefetcher(source.pages(cursor))
+        buffer: list[dict] = []
+        last_beat = time.monotonic()
+        finished = False
+        resume_cursor = cursor
+        try:
+            while not finished:
+                try:
+                    page = fetcher.get(timeout=HEARTBEAT_EVERY_SECONDS)
+                except queue.Empty:
+                    # The fetcher is waiting on the upstream: show we are alive, notice a cancel.
+                    pull_checkpoint(pid, token)
+                    ctx.progress()
+                    continue
+                if page is _END:
+                    finished = True
+                    resume_cursor = None
+                else:
+                    pages += 1
+                    before_page = cursor
+                    buffer.extend(page.rows)
+                    cursor = resume_cursor = page.cursor_after
+                    finished = cursor is None
+                    if limit is not None and totals.processed + len(buffer) >= limit:
+                        keep = max(limit - totals.processed, 0)
+                        if keep < len(buffer):  # the cap cut this page: continue at its start next time
+                            resume_cursor = before_page
+                        buffer = buffer[:keep]
+                        finished = True
+                if buffer and (len(buffer) >= batch_size or finished) or time.monotonic() - last_beat > 30:
+                    _write_batch(ctx, pid, token, upsert, buffer, totals, keep_errors,
+                                 cursor=None if finished else cursor, pages=pages, started=started)
+                    buffer = []
+                    last_beat = time.monotonic()
+        finally:
+            fetcher.close()
+        if on_complete is not None:
+            on_complete(totals, resume_cursor)
+        ctx.progress(total=totals.processed, metadata={"pages": pages})
+        return totals
+
+
+def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages, started):
+    with transaction.atomic():
+        result = upsert(rows) if rows else BatchResult()
+        totals.add(result, keep_errors)
+        checkpoint = {"cursor": cursor, "pages": pages, "counts": totals.as_counts()}
+        pull_checkpoint(pid, token, checkpoint=checkpoint, items_done=totals.processed)
+    elapsed = max(time.monotonic() - started, 1e-6)
+    ctx.progress(
+        processed=totals.processed,
+        successful=totals.successful,
+        failed=totals.failed,
+        metadata={**totals.as_counts(), "pages": pages, "errors": totals.errors,
+                  "rows_per_second": round(totals.processed / elapsed, 1)},
+    )
