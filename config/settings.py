@@ -174,6 +174,14 @@ SHOPBRIDGE = {
     "HTTP_MAX_ATTEMPTS": env.int("SHOPBRIDGE_HTTP_MAX_ATTEMPTS", default=8),
     "HTTP_BACKOFF_BASE": env.float("SHOPBRIDGE_HTTP_BACKOFF_BASE", default=0.5),
     "HTTP_BACKOFF_MAX": env.float("SHOPBRIDGE_HTTP_BACKOFF_MAX", default=60.0),
+    # Loyalty data written onto Shopify customers (tier names and thresholds are edited in the admin).
+    "LOYALTY_NAMESPACE": env.str("SHOPBRIDGE_LOYALTY_NAMESPACE", default="custom"),
+    "LOYALTY_TOTAL_KEY": env.str("SHOPBRIDGE_LOYALTY_TOTAL_KEY", default="total_spent"),
+    "LOYALTY_TIER_KEY": env.str("SHOPBRIDGE_LOYALTY_TIER_KEY", default="loyalty_tier"),
+    # A total that moved by less than this (VND) since its last sync is not re-sent unless forced.
+    "LOYALTY_MIN_CHANGE": env.int("SHOPBRIDGE_LOYALTY_MIN_CHANGE", default=1000),
+    # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
+    "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
 }
 
 LOGGING = {

@@ -75,3 +75,4 @@ class ShopifyCustomerAdmin(PullButtonsAdmin):
 @admin.register(PullMark)
 class PullMarkAdmin(ReadOnlyAdmin):
     list_display = ("key", "value", "updated_at")
+from . import admin_mapping  # noqa: E402,F401  (registers the mapping admin)

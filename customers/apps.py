@@ -5,6 +5,19 @@ class CustomersConfig(AppConfig):
     name = "customers"
 
     def ready(self):
-        from .services import pulls
+        from config.schedules import Schedule, register
+
+        from .services import matching, pulls, sync
 
         pulls.register()
+        matching.register()
+        sync.register()
+        # The workflows of the spec: off by default, switched on (and re-timed) in the admin.
+        register(
+            Schedule("Customers: daily workflow", "customers.workflow_daily", "0 7 * * *", 3600, enabled=False,
+                     description="Nhanh new/updated → Shopify all → auto-match → sync changed totals."),
+            Schedule("Customers: weekly full sync", "customers.workflow_weekly", "0 3 * * 0", 3600, enabled=False,
+                     description="Nhanh all and Shopify all in parallel, then auto-match (a Celery chord)."),
+            Schedule("Customers: loyalty auto-sync", "customers.sync_changed", "0 */6 * * *", 3600, enabled=False,
+                     description="Every 6 hours, re-sync matched customers whose total changed."),
+        )

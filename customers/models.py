@@ -112,3 +112,85 @@ class PullMark(models.Model):
 
     def __str__(self):
         return f"{self.key} = {self.value}"
+
+
+class MatchedBy(models.TextChoices):
+    PHONE = "phone", "Phone (auto-match)"
+    MANUAL = "manual", "Manual"
+    CREATED = "created", "Created in Shopify"
+
+
+class SyncStatus(models.TextChoices):
+    PENDING = "pending", "Not synced yet"
+    SYNCED = "synced", "Synced"
+    FAILED = "failed", "Failed"
+
+
+class CustomerMapping(models.Model):
+    """A Nhanh customer ↔ Shopify customer pair, and how its loyalty data was last sent to Shopify.
+
+    ``is_active=False`` records that staff unmatched the pair: auto-match never touches a Nhanh customer
+    that has any mapping row, so manual decisions are never overwritten."""
+
+    nhanh_customer = models.OneToOneField(NhanhCustomer, on_delete=models.CASCADE, related_name="mapping")
+    shopify_customer = models.ForeignKey(ShopifyCustomer, on_delete=models.CASCADE, related_name="mappings")
+    is_active = models.BooleanField(default=True)
+    matched_by = models.CharField(max_length=10, choices=MatchedBy.choices)
+    matched_phone = models.CharField(max_length=20, blank=True)
+    matched_at = models.DateTimeField(default=timezone.now)
+    matched_by_user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL,
+                                        related_name="+")
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.PENDING,
+                                   db_index=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    last_sent_total = models.BigIntegerField(null=True, blank=True)
+    last_sent_tier = models.CharField(max_length=100, blank=True)
+    sync_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, help_text="Shopify's userErrors, verbatim.")
+
+    class Meta:
+        ordering = ["-matched_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shopify_customer"], condition=models.Q(is_active=True),
+                                    name="one_active_mapping_per_shopify_customer"),
+        ]
+        permissions = [
+            ("run_automatch", "Can run customer auto-match"),
+            ("sync_to_shopify", "Can sync customers to Shopify"),
+        ]
+
+    def __str__(self):
+        arrow = "↔" if self.is_active else "✕"
+        return f"Nhanh #{self.nhanh_customer.nhanh_id} {arrow} Shopify #{self.shopify_customer.shopify_id}"
+
+
+class AmbiguousMatch(models.Model):
+    """A Nhanh customer whose phones point at several Shopify customers, or whose only Shopify candidate is
+    claimed by other Nhanh customers too. Reported for staff to decide; never guessed. Replaced by each
+    auto-match run."""
+
+    nhanh_customer = models.ForeignKey(NhanhCustomer, on_delete=models.CASCADE, related_name="+")
+    phones = models.JSONField(default=list)
+    shopify_candidates = models.JSONField(default=list, help_text="Shopify customer ids sharing a phone.")
+    nhanh_rivals = models.JSONField(default=list, help_text="Other Nhanh customer ids claiming them.")
+    detected_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["nhanh_customer_id"]
+        verbose_name_plural = "ambiguous matches"
+
+    def __str__(self):
+        return f"Nhanh customer {self.nhanh_customer_id}: {len(self.shopify_candidates)} candidates"
+
+
+class LoyaltyTier(models.Model):
+    """Tiers by lifetime total spent (VND); editable in the admin. The highest threshold reached wins."""
+
+    name = models.CharField(max_length=100, unique=True)
+    min_total = models.BigIntegerField(unique=True, help_text="Lowest lifetime total (VND) of this tier.")
+
+    class Meta:
+        ordering = ["min_total"]
+
+    def __str__(self):
+        return f"{self.name} (≥ {self.min_total:,} VND)"

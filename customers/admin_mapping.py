@@ -1,0 +1,187 @@
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from jobs.models import StartedBy
+
+from .models import AmbiguousMatch, CustomerMapping, LoyaltyTier, NhanhCustomer, ShopifyCustomer
+from .services.matching import MappingError, match_manually, start_auto_match, unmatch
+from .services.sync import start_sync
+
+RUN_AUTOMATCH = "customers.run_automatch"
+SYNC = "customers.sync_to_shopify"
+
+
+def _job_message(request, job, what: str):
+    url = reverse("admin:jobs_backgroundjob_change", args=[job.pk])
+    messages.success(request, format_html('{} started as <a href="{}">job #{}</a>.', what, url, job.pk))
+
+
+class MatchForm(forms.Form):
+    nhanh_id = forms.IntegerField(label="Nhanh customer id", help_text="The id in Nhanh (not our row id).")
+    shopify_id = forms.IntegerField(label="Shopify customer id", help_text="The number at the end of the gid.")
+
+    def clean(self):
+        data = super().clean()
+        self.nhanh = NhanhCustomer.objects.filter(nhanh_id=data.get("nhanh_id")).first()
+        self.shopify = ShopifyCustomer.objects.filter(shopify_id=data.get("shopify_id")).first()
+        if self.nhanh is None:
+            self.add_error("nhanh_id", "No pulled Nhanh customer has this id; pull it first.")
+        if self.shopify is None:
+            self.add_error("shopify_id", "No pulled Shopify customer has this id; pull it first.")
+        return data
+
+
+@admin.register(CustomerMapping)
+class CustomerMappingAdmin(admin.ModelAdmin):
+    list_display = ("nhanh_col", "shopify_col", "is_active", "matched_by", "matched_phone", "sync_status",
+                    "synced_at", "last_sent_total", "last_sent_tier", "sync_attempts", "error_col")
+    list_filter = ("matched_by", "sync_status", "is_active")
+    search_fields = ("nhanh_customer__name", "nhanh_customer__mobile", "nhanh_customer__email",
+                     "=nhanh_customer__nhanh_id", "shopify_customer__first_name", "shopify_customer__last_name",
+                     "shopify_customer__email", "shopify_customer__phone", "=shopify_customer__shopify_id",
+                     "matched_phone")
+    list_select_related = ("nhanh_customer", "shopify_customer")
+    raw_id_fields = ("nhanh_customer", "shopify_customer", "matched_by_user")
+    actions = ("sync_selected", "unmatch_selected")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False  # matches come from auto-match or the "Match manually" form
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_sync_permission(self, request):
+        return request.user.has_perm(SYNC)
+
+    def has_unmatch_permission(self, request):
+        return request.user.has_perm("customers.change_customermapping")
+
+    @admin.display(description="Nhanh customer", ordering="nhanh_customer__name")
+    def nhanh_col(self, m):
+        return f"{m.nhanh_customer.name} (#{m.nhanh_customer.nhanh_id}, {m.nhanh_customer.total_spent:,} ₫)"
+
+    @admin.display(description="Shopify customer", ordering="shopify_customer__last_name")
+    def shopify_col(self, m):
+        return str(m.shopify_customer)
+
+    @admin.display(description="Last error")
+    def error_col(self, m):
+        return (m.last_error[:120] + "…") if len(m.last_error) > 120 else m.last_error
+
+    @admin.action(description="Sync selected to Shopify (forced)", permissions=["sync"])
+    def sync_selected(self, request, queryset):
+        ids = list(queryset.filter(is_active=True).values_list("pk", flat=True))
+        if not ids:
+            self.message_user(request, "None of the selected mappings is active.", messages.WARNING)
+            return
+        _job_message(request, start_sync(scope="ids", ids=ids, started_by=StartedBy.USER, user=request.user),
+                     f"Sync of {len(ids)} customer(s)")
+
+    @admin.action(description="Unmatch selected (auto-match will leave them alone)", permissions=["unmatch"])
+    def unmatch_selected(self, request, queryset):
+        n = unmatch(list(queryset), user=request.user)
+        self.message_user(request, f"Unmatched {n} pair(s).")
+
+    # --- buttons ------------------------------------------------------------------------------------
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("automatch/", view(require_POST(self.automatch_view)), name="customers_customermapping_automatch"),
+            path("dry-run/", view(require_POST(self.dry_run_view)), name="customers_customermapping_dry_run"),
+            path("sync-all/", view(require_POST(self.sync_all_view)), name="customers_customermapping_sync_all"),
+            path("retry-failed/", view(require_POST(self.retry_failed_view)),
+                 name="customers_customermapping_retry_failed"),
+            path("match/", view(self.match_view), name="customers_customermapping_match"),
+        ] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        buttons = []
+        if request.user.has_perm(RUN_AUTOMATCH):
+            buttons += [{"url": reverse("admin:customers_customermapping_automatch"), "label": "Auto-match now",
+                         "title": "Match unmapped customers by phone"},
+                        {"url": reverse("admin:customers_customermapping_dry_run"), "label": "Dry run",
+                         "title": "Report what auto-match would create, without writing"}]
+        if request.user.has_perm(SYNC):
+            buttons += [{"url": reverse("admin:customers_customermapping_sync_all"), "label": "Sync all matched",
+                         "title": "Send total spent and tier of every matched customer"},
+                        {"url": reverse("admin:customers_customermapping_retry_failed"), "label": "Retry failed",
+                         "title": "Send again only the customers whose last sync failed"}]
+        extra_context = {**(extra_context or {}), "post_buttons": buttons,
+                         "can_match": request.user.has_perm("customers.add_customermapping")}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    def _back(self):
+        return redirect(reverse("admin:customers_customermapping_changelist"))
+
+    def automatch_view(self, request):
+        if not request.user.has_perm(RUN_AUTOMATCH):
+            raise PermissionDenied
+        _job_message(request, start_auto_match(started_by=StartedBy.USER, user=request.user), "Auto-match")
+        return self._back()
+
+    def dry_run_view(self, request):
+        if not request.user.has_perm(RUN_AUTOMATCH):
+            raise PermissionDenied
+        job = start_auto_match(dry_run=True, started_by=StartedBy.USER, user=request.user, run_now=True)
+        m = job.metadata
+        messages.info(request, f"Dry run (job #{job.pk}): would match {m.get('matched', 0)}, "
+                               f"{m.get('ambiguous', 0)} ambiguous, {m.get('skipped_no_phone', 0)} without a phone, "
+                               f"{m.get('no_candidate', 0)} without a candidate. Nothing was written.")
+        return self._back()
+
+    def sync_all_view(self, request):
+        if not request.user.has_perm(SYNC):
+            raise PermissionDenied
+        _job_message(request, start_sync(scope="all", started_by=StartedBy.USER, user=request.user),
+                     "Sync of all matched customers")
+        return self._back()
+
+    def retry_failed_view(self, request):
+        if not request.user.has_perm(SYNC):
+            raise PermissionDenied
+        _job_message(request, start_sync(scope="failed", started_by=StartedBy.USER, user=request.user),
+                     "Retry of failed syncs")
+        return self._back()
+
+    def match_view(self, request):
+        if not request.user.has_perm("customers.add_customermapping"):
+            raise PermissionDenied
+        form = MatchForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                match_manually(form.nhanh.pk, form.shopify.pk, user=request.user)
+            except MappingError as exc:
+                messages.error(request, str(exc))
+            else:
+                messages.success(request, f"Matched {form.nhanh} with {form.shopify}.")
+                return self._back()
+        return TemplateResponse(request, "admin/customers/match.html", {
+            **self.admin_site.each_context(request), "title": "Match customers manually", "form": form,
+            "opts": self.model._meta})
+
+
+@admin.register(AmbiguousMatch)
+class AmbiguousMatchAdmin(admin.ModelAdmin):
+    list_display = ("nhanh_customer", "phones", "shopify_candidates", "nhanh_rivals", "detected_at")
+    search_fields = ("nhanh_customer__name", "nhanh_customer__mobile", "=nhanh_customer__nhanh_id")
+    list_select_related = ("nhanh_customer",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LoyaltyTier)
+class LoyaltyTierAdmin(admin.ModelAdmin):
+    list_display = ("name", "min_total")
+    list_editable = ("min_total",)
+    list_display_links = ("name",)

@@ -1,0 +1,103 @@
+"""Auto-match on every phone, in SQL: hand-built cases (the generated-data ground truth is in
+test_customer_sync.py, next to the Shopify sandbox)."""
+
+import pytest
+from django.core.management import call_command
+
+from customers.models import AmbiguousMatch, CustomerMapping, MatchedBy, NhanhCustomer, ShopifyCustomer
+from customers.services.matching import MappingError, auto_match_customers, match_manually, unmatch
+from customers.services.pulls import upsert_nhanh_customers, upsert_shopify_customers
+
+pytestmark = pytest.mark.django_db
+
+
+def nhanh(i, mobile, name=None):
+    return {"id": i, "name": name or f"Khách {i}", "mobile": mobile, "type": 1, "totalAmount": 1_000_000 * i,
+            "updatedAt": 1_760_000_000}
+
+
+def shopify(i, phone=None, address_phone=None, note=None):
+    return {"id": f"gid://shopify/Customer/{i}", "legacyResourceId": str(i), "firstName": "A", "lastName": f"S{i}",
+            "defaultPhoneNumber": {"phoneNumber": phone} if phone else None,
+            "defaultAddress": {"phone": address_phone} if address_phone else None, "note": note,
+            "updatedAt": "2026-11-20T08:15:00Z", "amountSpent": {"amount": "0", "currencyCode": "VND"}}
+
+
+def pairs():
+    active = CustomerMapping.objects.filter(is_active=True).select_related("nhanh_customer", "shopify_customer")
+    return {(m.nhanh_customer.nhanh_id, m.shopify_customer.shopify_id) for m in active}
+
+
+@pytest.fixture
+def people():
+    upsert_nhanh_customers([
+        nhanh(1, "0912 345 678"),          # = Shopify 101 (E.164 phone)
+        nhanh(2, "01628 123 456"),         # old 11-digit = Shopify 102's address phone +84328123456
+        nhanh(3, "0987.654.321"),          # = Shopify 103's note
+        nhanh(4, "0903 111 222"),          # two Shopify customers share it → ambiguous
+        nhanh(5, "0977 000 111"),          # claimed also by Nhanh 6 → both ambiguous
+        nhanh(6, "+84 977 000 111"),
+        nhanh(7, "chưa có"),               # no valid phone → skipped
+        nhanh(8, "0966 555 444"),          # no Shopify candidate
+        nhanh(9, "0355 123 999"),          # Shopify 109 has it as a second phone in the note
+    ])
+    upsert_shopify_customers([
+        shopify(101, phone="+84912345678"),
+        shopify(102, address_phone="(+84) 32-812-3456"),
+        shopify(103, note="Chị Hoa, sđt 0987654321 (gọi sau 5h)"),
+        shopify(104, phone="+84903111222"),
+        shopify(105, address_phone="0903111222"),
+        shopify(106, phone="+84977000111"),
+        shopify(109, phone="+84888000999", note="SĐT khác: 0355.123.999"),
+    ])
+
+
+def test_matches_on_every_phone_and_reports_ambiguity_instead_of_guessing(people):
+    result = auto_match_customers()
+    assert pairs() == {(1, 101), (2, 102), (3, 103), (9, 109)}
+    assert result.matched == 4 and result.ambiguous == 3 and result.skipped_no_phone == 1
+    assert result.no_candidate == 1  # Nhanh 8
+    amb = {a.nhanh_customer.nhanh_id: a for a in AmbiguousMatch.objects.select_related("nhanh_customer")}
+    assert set(amb) == {4, 5, 6}
+    candidates = ShopifyCustomer.objects.filter(pk__in=amb[4].shopify_candidates)
+    assert sorted(candidates.values_list("shopify_id", flat=True)) == [104, 105]
+    assert amb[4].phones == ["+84903111222"]
+    rival = NhanhCustomer.objects.get(nhanh_id=6).pk
+    assert amb[5].nhanh_rivals == [rival]
+    assert {m.matched_by for m in CustomerMapping.objects.all()} == {MatchedBy.PHONE}
+    assert CustomerMapping.objects.get(nhanh_customer__nhanh_id=2).matched_phone == "+84328123456"
+
+
+def test_dry_run_writes_nothing_and_rerun_creates_nothing_new(people):
+    dry = auto_match_customers(dry_run=True)
+    assert dry.matched == 4 and dry.ambiguous == 3
+    assert not CustomerMapping.objects.exists() and not AmbiguousMatch.objects.exists()
+    auto_match_customers()
+    again = auto_match_customers()
+    assert again.matched == 0 and again.already_mapped == 4 and CustomerMapping.objects.count() == 4
+
+
+def test_manual_matches_and_unmatches_are_never_overwritten(people):
+    match_manually(NhanhCustomer.objects.get(nhanh_id=4).pk, ShopifyCustomer.objects.get(shopify_id=105).pk)
+    auto_match_customers()
+    assert (4, 105) in pairs()
+    assert CustomerMapping.objects.get(nhanh_customer__nhanh_id=4).matched_by == MatchedBy.MANUAL
+    unmatch(CustomerMapping.objects.filter(nhanh_customer__nhanh_id=1))
+    auto_match_customers()
+    assert (1, 101) not in pairs()  # staff said no: auto-match leaves Nhanh 1 alone
+    assert CustomerMapping.objects.get(nhanh_customer__nhanh_id=1).is_active is False
+    with pytest.raises(MappingError, match="already matched"):
+        match_manually(NhanhCustomer.objects.get(nhanh_id=8).pk, ShopifyCustomer.objects.get(shopify_id=102).pk)
+
+
+def test_new_phones_after_a_pull_lead_to_new_matches(people):
+    auto_match_customers()
+    upsert_shopify_customers([shopify(108, phone="+84966555444")])
+    assert auto_match_customers().matched == 1 and (8, 108) in pairs()
+
+
+def test_automatch_command_dry_run_prints_the_counts(people, capsys):
+    call_command("automatch", "customers", "--dry-run")
+    out = capsys.readouterr().out
+    assert "Would match 4; 3 ambiguous, 1 without a phone" in out
+    assert not CustomerMapping.objects.exists()
