@@ -190,13 +190,13 @@ def shopify_client():
 
 
 def upsert_nhanh_customers(rows: list[dict]) -> BatchResult:
-    return upsert_records(rows, model=NhanhCustomer, key="nhanh_id", parse=records.nhanh_customer,
-                          phone_model=NhanhCustomerPhone)
+    return upsert_records(rows, model=NhanhCustomer, key="nhanh_id", key_of=records.nhanh_key,
+                          parse=records.nhanh_customer, phone_model=NhanhCustomerPhone)
 
 
 def upsert_shopify_customers(rows: list[dict]) -> BatchResult:
-    return upsert_records(rows, model=ShopifyCustomer, key="shopify_id", parse=records.shopify_customer,
-                          phone_model=ShopifyCustomerPhone)
+    return upsert_records(rows, model=ShopifyCustomer, key="shopify_id", key_of=records.shopify_key,
+                          parse=records.shopify_customer, phone_model=ShopifyCustomerPhone)
 
 
 def _set_mark(key: str, value: dict) -> None:

@@ -69,6 +69,27 @@ def _iso(value, what: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def int_key(value) -> int | None:
+    """An upstream id as an int, or None when it is missing or not a whole number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def nhanh_key(raw) -> int | None:
+    return int_key(raw.get("id")) if isinstance(raw, dict) else None
+
+
+def shopify_key(node) -> int | None:
+    if not isinstance(node, dict):
+        return None
+    return int_key(node.get("legacyResourceId") or str(node.get("id", "")).rsplit("/", 1)[-1])
+
+
 def nhanh_customer(raw: dict) -> tuple[dict, list[tuple[str, str]]]:
     """(fields for NhanhCustomer, [(e164, source)]) from a v3 customer/list row."""
     if not isinstance(raw, dict):

@@ -20,6 +20,8 @@ from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
 
+from integrations.sandbox.population import FastRandom
+
 from ..sandbox.base import SandboxApp, SandboxRequest, SandboxResponse
 from ..sandbox.population import CITIES, JUNK_PHONES, render_phone
 
@@ -315,7 +317,7 @@ class NhanhSandbox(SandboxApp):
     # --- customers ----------------------------------------------------------------------------------
     def _row_rng(self, index: int) -> random.Random:
         # An integer seed: seeding from a string hashes it with SHA-512, several times slower.
-        return random.Random((self.population.seed << 32) | index)
+        return FastRandom((self.population.seed << 32) | index)
 
     def _updated_at(self, index: int) -> int:
         changed = self.overrides.get(index, {}).get("updatedAt")

@@ -1,0 +1,1 @@
+"""Shopify Admin GraphQL: the client (``client``) and a local sandbox speaking the same API (``sandbox``)."""
