@@ -183,6 +183,10 @@ class AmbiguousMatch(models.Model):
         return f"Nhanh customer {self.nhanh_customer_id}: {len(self.shopify_candidates)} candidates"
 
 
+DEFAULT_LOYALTY_TIERS = [("Member", 0), ("Bronze", 3_000_000), ("Silver", 6_000_000), ("Gold", 10_000_000),
+                         ("Platinum", 20_000_000), ("Diamond", 100_000_000)]
+
+
 class LoyaltyTier(models.Model):
     """Tiers by lifetime total spent (VND); editable in the admin. The highest threshold reached wins."""
 

@@ -95,6 +95,11 @@ def normalize_phone(raw: str | None) -> str | None:
     return _fast_path(compact) or _slow_path(compact)
 
 
+# A Vietnamese number as people write it: 0 / 84 / +84 / 0084, then 8–10 more digits with separators;
+# not glued to a letter or digit on either side.
+_VN_WRITTEN = re.compile(r"(?<![\w+])(?:\+84|0084|84|0)(?:[ .\-]?\(?\d\)?){8,10}(?![\w])")
+
+
 def extract_phones(text: str | None) -> list[str]:
     """Return every phone number written in free ``text`` as E.164, de-duplicated, in order of appearance."""
     if not text:
@@ -115,6 +120,14 @@ def extract_phones(text: str | None) -> list[str]:
         renumbered = _renumber_2018(number)
         if renumbered is not None:
             spans.append((match.start, match.end, _e164(renumbered)))
+
+    # phonenumbers' matcher reads a digit glued to a label as part of the number ("sdt2 0837 654 332" →
+    # "2 0837 654 332", invalid) and drops it. Numbers written the Vietnamese way (0…, 84…, +84…) are
+    # looked for on their own, each judged by normalize_phone.
+    for match in _VN_WRITTEN.finditer(text):
+        e164 = normalize_phone(match.group(0))
+        if e164 is not None:
+            spans.append((match.start(), match.end(), e164))
 
     result: list[str] = []
     last_end = -1

@@ -67,14 +67,14 @@ def sync_changed(_previous=None) -> dict:
     return _finished(start_sync(scope="changed", force=False, started_by=StartedBy.BEAT, run_now=True))
 
 
-@shared_task(name="customers.workflow_daily", expires=3600, time_limit=300)
+@shared_task(name="customers.workflow_daily", expires=3600, time_limit=300, soft_time_limit=280)
 def workflow_daily() -> str:
     flow = chain(workflow_pull.si("nhanh", "new"), workflow_pull.si("shopify", "all"),
                  workflow_automatch.si(), sync_changed.si())
     return flow.apply_async().id
 
 
-@shared_task(name="customers.workflow_weekly", expires=3600, time_limit=300)
+@shared_task(name="customers.workflow_weekly", expires=3600, time_limit=300, soft_time_limit=280)
 def workflow_weekly() -> str:
     # The chord's callback runs once both pulls finished (no polling loop of ours).
     flow = chord(group(workflow_pull.si("nhanh", "all"), workflow_pull.si("shopify", "all")),

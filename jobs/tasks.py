@@ -21,6 +21,6 @@ def run_job_task(self, job_id: int) -> str:
         raise self.retry(exc=exc, countdown=int(stale_after().total_seconds()) + 5) from exc
 
 
-@shared_task(name="jobs.fail_stale_jobs", expires=300, time_limit=120)
+@shared_task(name="jobs.fail_stale_jobs", expires=300, time_limit=120, soft_time_limit=100)
 def fail_stale_jobs_task() -> int:
     return services.fail_stale_jobs()

@@ -42,6 +42,15 @@ def sandbox(sandbox_factory) -> SandboxServer:
 
 
 @pytest.fixture
+def loyalty_tiers(db):
+    """The default tiers the data migration installs (transactional tests flush them between tests)."""
+    from customers.models import DEFAULT_LOYALTY_TIERS, LoyaltyTier
+
+    for name, min_total in DEFAULT_LOYALTY_TIERS:
+        LoyaltyTier.objects.get_or_create(min_total=min_total, defaults={"name": name})
+
+
+@pytest.fixture
 def staff_user(django_user_model):
     return django_user_model.objects.create_superuser("staff", "staff@example.com", "staff-pass-123")
 

@@ -2,6 +2,7 @@
 
 from django.db import migrations
 
+# Frozen here on purpose: a migration must not change when the app's defaults do.
 DEFAULT_TIERS = [("Member", 0), ("Bronze", 3_000_000), ("Silver", 6_000_000), ("Gold", 10_000_000),
                  ("Platinum", 20_000_000), ("Diamond", 100_000_000)]
 

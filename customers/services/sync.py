@@ -186,7 +186,7 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
             create_missing_customers(client, loyalty, totals, keep_errors, ctx)
         if ctx:
             ctx.progress(total=max(total, totals.processed), **_counts(totals),
-                         metadata={"api_cost": getattr(client, "cost_spent", None)})
+                         metadata={**_summary(totals), "api_cost": getattr(client, "cost_spent", None)})
     finally:
         if own_client:
             client.close()
@@ -203,9 +203,12 @@ def _flush(client, batch, loyalty, totals, keep_errors, ctx) -> None:
         _send(client, batch, loyalty, totals)
         _record(batch, totals, keep_errors)
     if ctx:
-        ctx.progress(**_counts(totals), metadata={"sent": totals.sent, "skipped": totals.skipped,
-                                                  "failed_customers": totals.failed, "calls": totals.calls,
-                                                  "created": totals.created, "errors": totals.errors})
+        ctx.progress(**_counts(totals), metadata=_summary(totals))
+
+
+def _summary(totals: SyncTotals) -> dict:
+    return {"sent": totals.sent, "skipped": totals.skipped, "failed_customers": totals.failed,
+            "calls": totals.calls, "created": totals.created, "errors": totals.errors}
 
 
 def create_missing_customers(client, loyalty: Loyalty, totals: SyncTotals, keep_errors: int, ctx) -> None:

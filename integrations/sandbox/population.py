@@ -112,8 +112,9 @@ def e164(local10: str) -> str:
     return "+84" + local10[1:]
 
 
-def render_phone(local10: str, rng: random.Random, *, note_name: str = "") -> str:
-    """Write a 10-digit local mobile the way people type it."""
+def render_phone(local10: str, rng: random.Random, *, note_name: str = "", in_prose: bool = False) -> str:
+    """Write a 10-digit local mobile the way people type it. ``in_prose``: typed by hand into a note,
+    so never the zero-less form a spreadsheet leaves behind in a phone column."""
     n = local10
     roll = rng.random()
     if roll < 0.30:
@@ -131,7 +132,7 @@ def render_phone(local10: str, rng: random.Random, *, note_name: str = "") -> st
     if roll < 0.86 and n[:3] in OLD_PREFIX:
         old = OLD_PREFIX[n[:3]] + n[3:]
         return f"{old[:5]} {old[5:8]} {old[8:]}"
-    if roll < 0.90:
+    if roll < 0.90 and not in_prose:
         return n[1:]  # leading zero lost in a spreadsheet
     if roll < 0.94 and note_name:
         return f"{n} ({note_name})"

@@ -181,7 +181,8 @@ class CustomerStore:
         orders = r.randint(1, 12) if r.random() < 0.8 else 0
         spent = int(person.total_spent * r.uniform(0.05, 0.5)) // 1000 * 1000 if orders else 0
         if layout["note_phone"]:
-            written = render_phone(layout["note_phone"], r, note_name=r.choice(["chồng", "vợ", "mẹ", "con"]))
+            written = render_phone(layout["note_phone"], r, note_name=r.choice(["chồng", "vợ", "mẹ", "con"]),
+                                   in_prose=True)
             note = r.choice(NOTE_WITH_PHONE).format(phone=written)
         else:
             note = r.choice(PLAIN_NOTES) if r.random() < 0.2 else None
