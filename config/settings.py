@@ -90,7 +90,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests on SQLite use a file, not :memory:, so threads and worker processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_shopbridge.sqlite3")}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    # Persistent connections only where a long-lived process serves requests (gunicorn, Celery): the
+    # threaded runserver would leave one behind per dead request thread. Production sets CONN_MAX_AGE=60.
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 
