@@ -14,6 +14,7 @@ class NhanhPullForm(forms.Form):
     customer_type = forms.TypedChoiceField(
         choices=[("", "any")] + list(CustomerType.choices), required=False, coerce=int, empty_value=None,
         label="Customer type",
+        help_text="Filters apply to “With filters” only; each set of filters is a pull of its own.",
     )
     last_bought_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     last_bought_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -32,7 +33,7 @@ class ShopifyPullForm(forms.Form):
              ("query", "Customers matching a Shopify search query, in the background")]
     mode = forms.ChoiceField(choices=MODES, widget=forms.RadioSelect, initial="all")
     query = forms.CharField(
-        required=False, max_length=500,
+        required=False, max_length=500, widget=forms.TextInput(attrs={"size": 60}),
         help_text="Shopify search syntax, e.g. <code>state:ENABLED</code>, "
                   "<code>updated_at:&gt;='2026-11-01T00:00:00Z'</code>, <code>tag:vip</code>.",
     )
