@@ -81,9 +81,10 @@ _END = object()
 class _Prefetcher:
     """Runs ``source.pages`` one page ahead in a thread. Exceptions travel to the consumer."""
 
-    def __init__(self, pages: Iterator[Page]):
+    def __init__(self, pages: Iterator[Page], depth: int = 2):
         self._pages = pages
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        # Deep enough to keep fetching while a batch is written: pages wait here, bounded (~one batch).
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pull-prefetch", daemon=True)
         self._thread.start()
@@ -148,7 +149,7 @@ def run_pull(
         # 5 ms switch interval it often waits behind this thread's CPU work, stalling the page chain.
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, 0.001))
-        fetcher = _Prefetcher(source.pages(cursor))
+        fetcher = _Prefetcher(source.pages(cursor), depth=max(2, batch_size // 100))
         buffer: list[dict] = []
         last_beat = time.monotonic()
         finished = False
