@@ -74,32 +74,33 @@ class ShopifyCustomer(UpstreamRecord):
         return f"gid://shopify/Customer/{self.shopify_id}"
 
 
-class NhanhCustomerPhone(models.Model):
-    """Every valid phone of a Nhanh customer in E.164, for matching in SQL."""
+class CustomerPhone(models.Model):
+    """One valid phone of a customer in E.164 (indexed): what auto-match joins on."""
 
-    customer = models.ForeignKey(NhanhCustomer, on_delete=models.CASCADE, related_name="phones")
     e164 = models.CharField(max_length=20, db_index=True)
     source = models.CharField(max_length=20, choices=PhoneSource.choices)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self):
+        return self.e164
+
+
+class NhanhCustomerPhone(CustomerPhone):
+    customer = models.ForeignKey(NhanhCustomer, on_delete=models.CASCADE, related_name="phones")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "e164"], name="uniq_nhanh_customer_phone")]
 
-    def __str__(self):
-        return self.e164
 
-
-class ShopifyCustomerPhone(models.Model):
-    """Every valid phone of a Shopify customer (phone, address phone, numbers in the note) in E.164."""
+class ShopifyCustomerPhone(CustomerPhone):
+    """Phone, default address phone and numbers written in the note."""
 
     customer = models.ForeignKey(ShopifyCustomer, on_delete=models.CASCADE, related_name="phones")
-    e164 = models.CharField(max_length=20, db_index=True)
-    source = models.CharField(max_length=20, choices=PhoneSource.choices)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "e164"], name="uniq_shopify_customer_phone")]
-
-    def __str__(self):
-        return self.e164
 
 
 class PullMark(models.Model):
