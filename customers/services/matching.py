@@ -124,6 +124,9 @@ def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) 
             cur.execute(COUNT_MATCHES_SQL.format(**t), [True])
             result.matched = cur.fetchone()[0]
         else:
+            if connection.vendor == "postgresql":
+                # Check the new rows' foreign keys now, not at COMMIT: the time measured is the real cost.
+                cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cur.execute(INSERT_SQL.format(**t), [True, True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
             # Not cur.rowcount: SQLite's driver reports -1 for a statement that starts with WITH. Inside
             # this serialized transaction the difference in rows is exact.
