@@ -182,6 +182,9 @@ SHOPBRIDGE = {
     "LOYALTY_TIER_KEY": env.str("SHOPBRIDGE_LOYALTY_TIER_KEY", default="loyalty_tier"),
     # A total that moved by less than this (VND) since its last sync is not re-sent unless forced.
     "LOYALTY_MIN_CHANGE": env.int("SHOPBRIDGE_LOYALTY_MIN_CHANGE", default=1000),
+    # metafieldsSet calls in flight at once: hides Shopify's round trip (at 100–250 ms one at a time leaves
+    # most of the cost budget unused); the client's pacing keeps them within the bucket together.
+    "SYNC_CONCURRENCY": env.int("SHOPBRIDGE_SYNC_CONCURRENCY", default=8),
     # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
     "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
 }

@@ -407,3 +407,34 @@ def test_customer_create_and_update_enforce_shopify_rules(sandbox_factory):
     found = pull_ids(client, "email:mai.tran.new@example.com", fields=LIGHT_FIELDS)
     assert found == [int(created["legacyResourceId"])]
     assert hook(server, "stats")["customers"] == 301
+
+
+def test_threads_sharing_a_client_stay_within_the_bucket_together(sandbox_factory):
+    """Calls in flight reserve their cost: six senders on a 60-point bucket are paced, never throttled."""
+    import threading
+
+    server = start(sandbox_factory, customers=100, rate_limit=True)
+    hook(server, "plan", {"maximum": 60, "restore": 100})
+    client = make_client(server)
+    owner = _customer_gids(client, 1)[0]
+    metafield = [{"ownerId": owner, "namespace": "custom", "key": "total_spent", "type": "number_integer",
+                  "value": "1"}]
+    client.metafields_set(metafield)  # learns the call's cost and the bucket
+    errors = []
+
+    def send():
+        for _ in range(5):
+            try:
+                _written, user_errors = client.metafields_set(metafield)
+                assert user_errors == []
+            except Exception as exc:  # collected: a thread's assertion would otherwise be lost
+                errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert hook(server, "stats")["throttled"] == 0 and client.throttled == 0
+    assert client.calls == 1 + 31 and client.paced_seconds > 0  # the page of gids, then the mutations

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -108,19 +110,19 @@ def _unchanged(item: _Item, loyalty: Loyalty) -> bool:
             and abs(item.total - m.last_sent_total) < loyalty.min_change and m.last_sent_tier == item.tier)
 
 
-def _send(client, items: list[_Item], loyalty: Loyalty, totals: SyncTotals) -> None:
-    """Send one call's worth; on a userError, set the culprits aside and send the others again."""
+def _send(client, items: list[_Item], loyalty: Loyalty) -> int:
+    """Send one call's worth; on a userError, set the culprits aside and send the others again.
+    Runs on a sender thread: it only marks the items; the job's thread records them. Returns the calls made."""
     if not items:
-        return
+        return 0
     inputs, owners = [], []
     for index, item in enumerate(items):
         for metafield in loyalty.metafields(item.mapping.shopify_customer.gid, item.total, item.tier):
             inputs.append(metafield)
             owners.append(index)
-    totals.calls += 1
     _written, user_errors = client.metafields_set(inputs)
     if not user_errors:
-        return
+        return 1
     indexed = [e for e in user_errors if isinstance(e.get("elementIndex"), int) and e["elementIndex"] < len(owners)]
     if indexed and len(indexed) == len(user_errors):
         culprits: dict[int, list[dict]] = {}
@@ -128,13 +130,12 @@ def _send(client, items: list[_Item], loyalty: Loyalty, totals: SyncTotals) -> N
             culprits.setdefault(owners[error["elementIndex"]], []).append(error)
         for index, errors in culprits.items():
             items[index].error = json.dumps(errors, ensure_ascii=False)
-        _send(client, [item for i, item in enumerate(items) if i not in culprits], loyalty, totals)
-    elif len(items) == 1:
+        return 1 + _send(client, [item for i, item in enumerate(items) if i not in culprits], loyalty)
+    if len(items) == 1:
         items[0].error = json.dumps(user_errors, ensure_ascii=False)
-    else:  # Shopify did not say which value: halve until the culprit is alone
-        middle = len(items) // 2
-        _send(client, items[:middle], loyalty, totals)
-        _send(client, items[middle:], loyalty, totals)
+        return 1
+    middle = len(items) // 2  # Shopify did not say which value: halve until the culprit is alone
+    return 1 + _send(client, items[:middle], loyalty) + _send(client, items[middle:], loyalty)
 
 
 def _record(items: list[_Item], totals: SyncTotals, keep_errors: int) -> None:
@@ -159,8 +160,9 @@ def _record(items: list[_Item], totals: SyncTotals, keep_errors: int) -> None:
 
 
 def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None, force: bool = False,
-                   create_missing: bool | None = None, client=None) -> SyncTotals:
+                   create_missing: bool | None = None, client=None, concurrency: int | None = None) -> SyncTotals:
     loyalty = Loyalty.current()
+    concurrency = max(1, concurrency or settings.SHOPBRIDGE["SYNC_CONCURRENCY"])
     keep_errors = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"]
     qs = mappings_in_scope(scope, ids)
     totals = SyncTotals()
@@ -170,40 +172,49 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
         total = qs.count()
         if ctx:
             ctx.progress(total=total, metadata={"scope": scope, "force": force})
-        batch: list[_Item] = []
-        for mapping in qs.iterator(chunk_size=2000):
-            item = _Item(mapping, mapping.nhanh_customer.total_spent,
-                         loyalty.tier_for(mapping.nhanh_customer.total_spent))
-            if not force and _unchanged(item, loyalty):
-                totals.skipped += 1
-                continue
-            batch.append(item)
-            if len(batch) == CUSTOMERS_PER_CALL:
-                _flush(client, batch, loyalty, totals, keep_errors, ctx)
-                batch = []
-        _flush(client, batch, loyalty, totals, keep_errors, ctx)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sync") as senders:
+            in_flight: deque[tuple[Future, list[_Item]]] = deque()
+            batch: list[_Item] = []
+            for mapping in qs.iterator(chunk_size=2000):
+                item = _Item(mapping, mapping.nhanh_customer.total_spent,
+                             loyalty.tier_for(mapping.nhanh_customer.total_spent))
+                if not force and _unchanged(item, loyalty):
+                    totals.skipped += 1
+                    continue
+                batch.append(item)
+                if len(batch) == CUSTOMERS_PER_CALL:
+                    in_flight.append((senders.submit(_send, client, batch, loyalty), batch))
+                    batch = []
+                    # A few calls in flight hide Shopify's latency; the client's pacing keeps them in budget.
+                    while len(in_flight) > concurrency:
+                        _settle(*in_flight.popleft(), totals, keep_errors, ctx)
+            if batch:
+                in_flight.append((senders.submit(_send, client, batch, loyalty), batch))
+            while in_flight:
+                _settle(*in_flight.popleft(), totals, keep_errors, ctx)
         if create_missing if create_missing is not None else settings.SHOPBRIDGE["SYNC_CREATE_MISSING_CUSTOMERS"]:
             create_missing_customers(client, loyalty, totals, keep_errors, ctx)
         if ctx:
             ctx.progress(total=max(total, totals.processed), **_counts(totals),
-                         metadata={**_summary(totals), "api_cost": getattr(client, "cost_spent", None)})
+                         metadata={**_summary(totals), "api_cost": getattr(client, "cost_spent", None),
+                                   "concurrency": concurrency})
     finally:
         if own_client:
             client.close()
     return totals
 
 
+def _settle(future: Future, batch: list[_Item], totals: SyncTotals, keep_errors: int, ctx) -> None:
+    """Wait for one batch's calls, then record it (on the job's thread: the database stays on one thread)."""
+    totals.calls += future.result()
+    _record(batch, totals, keep_errors)
+    if ctx:
+        ctx.progress(**_counts(totals), metadata=_summary(totals))
+
+
 def _counts(totals: SyncTotals) -> dict:
     return {"processed": totals.processed, "successful": totals.sent + totals.skipped + totals.created,
             "failed": totals.failed}
-
-
-def _flush(client, batch, loyalty, totals, keep_errors, ctx) -> None:
-    if batch:
-        _send(client, batch, loyalty, totals)
-        _record(batch, totals, keep_errors)
-    if ctx:
-        ctx.progress(**_counts(totals), metadata=_summary(totals))
 
 
 def _summary(totals: SyncTotals) -> dict:

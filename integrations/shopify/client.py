@@ -10,6 +10,7 @@ app), it waits exactly the deficit the server reported, through the base class's
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -79,7 +80,8 @@ class QueryCostExceeded(RequestRejected):
 
 
 class ShopifyClient(BaseClient):
-    """Not thread-safe: the pacing state belongs to one caller (one pull, one worker thread)."""
+    """Safe for a few threads sending at once (the loyalty sync keeps several calls in flight): pacing
+    counts the cost of calls already sent but not answered, so together they stay within the bucket."""
 
     system = "shopify"
 
@@ -101,6 +103,8 @@ class ShopifyClient(BaseClient):
         self._expected_cost: dict[str, float] = {}  # query text → requestedQueryCost last reported
         self._fitting_page_size: dict[str, int] = {}  # page query text → largest page it may ask for
         self._version_warned = False
+        self._lock = threading.Lock()
+        self._in_flight = 0.0  # cost reserved by calls sent and not yet answered
 
     @classmethod
     def from_connection(cls, conn, **kw) -> ShopifyClient:
@@ -114,30 +118,43 @@ class ShopifyClient(BaseClient):
     def graphql(self, query: str, variables: dict | None = None, *,
                 estimated_cost: float | None = None) -> dict:
         """Run one query or mutation; returns its ``data``. Raises typed errors (see ``check_response``)."""
-        self._pace(self._expected_cost.get(query, estimated_cost))
-        payload = self.call("POST", self.path, json={"query": query, "variables": variables or {}})
+        reserved = self._reserve(self._expected_cost.get(query, estimated_cost))
+        try:
+            payload = self.call("POST", self.path, json={"query": query, "variables": variables or {}})
+        finally:
+            with self._lock:
+                self._in_flight -= reserved
         requested = _cost_of(payload).get("requestedQueryCost")
         if requested is not None:
             self._expected_cost[query] = float(requested)
         return payload["data"]
 
-    def _pace(self, expected_cost: float | None) -> None:
-        """Sleep until the bucket, as last reported and refilled since, holds ``expected_cost``."""
-        if not expected_cost or not self.throttle:
-            return
-        maximum = float(self.throttle["maximumAvailable"])
-        restore = float(self.throttle["restoreRate"])
-        elapsed = time.monotonic() - self._throttle_seen_at
-        available = min(maximum, float(self.throttle["currentlyAvailable"]) + restore * elapsed)
-        deficit = min(expected_cost, maximum) - available
-        if deficit > 0 and restore > 0:
-            wait = deficit / restore
+    def _reserve(self, expected_cost: float | None) -> float:
+        """Wait until the bucket, as last reported and refilled since, holds ``expected_cost`` on top of what
+        calls in flight will take, then reserve it. Returns the cost reserved (release it when answered)."""
+        if not expected_cost:
+            return 0.0
+        while True:
+            with self._lock:
+                if not self.throttle:
+                    self._in_flight += expected_cost
+                    return expected_cost
+                maximum = float(self.throttle["maximumAvailable"])
+                restore = float(self.throttle["restoreRate"])
+                elapsed = time.monotonic() - self._throttle_seen_at
+                available = min(maximum, float(self.throttle["currentlyAvailable"]) + restore * elapsed)
+                deficit = min(expected_cost, maximum) + self._in_flight - available
+                if deficit <= 0 or restore <= 0 or (self._in_flight == 0 and expected_cost > maximum):
+                    self._in_flight += expected_cost
+                    return expected_cost
+                wait = deficit / restore
+                self.paced_seconds += wait
             log.debug("shopify: waiting %.2f s for %.0f cost points", wait, deficit)
-            self.paced_seconds += wait
             self.sleep(wait)
 
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         return super()._send_once(method, path, **kwargs)
 
     def check_response(self, response: requests.Response) -> dict:
@@ -148,13 +165,14 @@ class ShopifyClient(BaseClient):
             raise BadPayload("GraphQL response is not an object", system=self.system,
                              status=response.status_code)
         cost = _cost_of(payload)
-        if cost.get("throttleStatus"):
-            # The server measured the bucket at some moment before this answer arrived; dating it to the
-            # arrival under-counts the refill since, so pacing errs towards waiting a little too long.
-            self.throttle = cost["throttleStatus"]
-            self._throttle_seen_at = time.monotonic()
-        if cost.get("actualQueryCost") is not None:
-            self.cost_spent += cost["actualQueryCost"]
+        with self._lock:
+            if cost.get("throttleStatus"):
+                # The server measured the bucket at some moment before this answer arrived; dating it to the
+                # arrival under-counts the refill since, so pacing errs towards waiting a little too long.
+                self.throttle = cost["throttleStatus"]
+                self._throttle_seen_at = time.monotonic()
+            if cost.get("actualQueryCost") is not None:
+                self.cost_spent += cost["actualQueryCost"]
         if payload.get("errors"):
             self._raise_for_errors(payload["errors"], cost)
         if not isinstance(payload.get("data"), dict):
@@ -166,7 +184,8 @@ class ShopifyClient(BaseClient):
         codes = {(e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict)}
         messages = "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors)
         if "THROTTLED" in codes:
-            self.throttled += 1
+            with self._lock:
+                self.throttled += 1
             bucket = (cost.get("throttleStatus") or {}).get("maximumAvailable")
             requested = cost.get("requestedQueryCost")
             if bucket and requested and requested > bucket:
