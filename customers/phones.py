@@ -82,7 +82,7 @@ _LOST_ZERO_TYPES = frozenset(
 )
 
 
-@lru_cache(maxsize=100_000)
+@lru_cache(maxsize=16_384)  # bounded: a pull streams 200k+ numbers
 def normalize_phone(raw: str | None) -> str | None:
     """Return ``raw`` as an E.164 string (``+84912345678``), or ``None`` if it is not one valid number."""
     if raw is None:
