@@ -206,10 +206,11 @@ def test_renumbering_never_overrides_a_valid_number(carrier, old, new):
     assert phonenumbers.number_type(new_number) == phonenumbers.PhoneNumberType.MOBILE
 
 
-def test_normalizer_is_memoized():
+def test_normalizer_is_memoized_within_a_bound():
     assert normalize_phone("0912 345 678") == normalize_phone("0912 345 678") == M
     assert normalize_phone.cache_info().hits == 1
-    assert normalize_phone.cache_info().maxsize == 100_000
+    # Bounded, so a pull streaming 200k numbers keeps flat memory (bench/pull_customers shows it).
+    assert normalize_phone.cache_info().maxsize is not None and normalize_phone.cache_info().maxsize <= 20_000
 
 
 def test_rejects_non_string_input():
