@@ -139,10 +139,11 @@ class CustomerMapping(models.Model):
     matched_by = models.CharField(max_length=10, choices=MatchedBy.choices)
     matched_phone = models.CharField(max_length=20, blank=True)
     matched_at = models.DateTimeField(default=timezone.now)
+    # No index on these two: auto-match writes ~100k mappings in one statement and every index costs it
+    # time, while the admin's sync-status filter scans a few hundred thousand rows in milliseconds.
     matched_by_user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL,
-                                        related_name="+")
-    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.PENDING,
-                                   db_index=True)
+                                        related_name="+", db_index=False)
+    sync_status = models.CharField(max_length=10, choices=SyncStatus.choices, default=SyncStatus.PENDING)
     synced_at = models.DateTimeField(null=True, blank=True)
     last_sent_total = models.BigIntegerField(null=True, blank=True)
     last_sent_tier = models.CharField(max_length=100, blank=True)

@@ -64,7 +64,6 @@ INSERT INTO {m} (nhanh_customer_id, shopify_customer_id, is_active, matched_by, 
 SELECT nhanh_id, shopify_id, %s, %s, phone, %s, %s, 0, '', ''
 FROM counted
 WHERE shopify_candidates = 1 AND nhanh_candidates = 1
-ON CONFLICT DO NOTHING
 """
 
 COUNT_MATCHES_SQL = CANDIDATES_SQL + """
@@ -105,8 +104,10 @@ class MatchResult:
 
 
 def _serialize_matches(cursor) -> None:
-    # Two auto-matches at once would race on the same candidates: the second waits for the first and
-    # then finds nothing new. SQLite is serialized already (IMMEDIATE transactions).
+    """Every write to the mappings (auto-match, manual match, unmatch) takes this lock for its transaction:
+    a second auto-match waits and then finds nothing new, and no manual match can slip in between the
+    auto-match's SELECT and its INSERT (so the INSERT needs no ON CONFLICT, which slows it down).
+    SQLite is serialized already (IMMEDIATE transactions)."""
     if connection.vendor == "postgresql":
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [0x5B_0B_3A_7C])
 
@@ -127,6 +128,8 @@ def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) 
             if connection.vendor == "postgresql":
                 # Check the new rows' foreign keys now, not at COMMIT: the time measured is the real cost.
                 cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                # The window functions sort ~100k pairs twice; in memory, not in temp files.
+                cur.execute("SET LOCAL work_mem = '64MB'")
             cur.execute(INSERT_SQL.format(**t), [True, True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
             # Not cur.rowcount: SQLite's driver reports -1 for a statement that starts with WITH. Inside
             # this serialized transaction the difference in rows is exact.
@@ -181,6 +184,8 @@ class MappingError(ValueError):
 def match_manually(nhanh_customer_id: int, shopify_customer_id: int, *, user=None) -> CustomerMapping:
     """Staff's match wins over anything auto-match did or would do (for these two customers)."""
     with transaction.atomic():
+        with connection.cursor() as cur:
+            _serialize_matches(cur)
         taken = CustomerMapping.objects.filter(shopify_customer_id=shopify_customer_id, is_active=True).exclude(
             nhanh_customer_id=nhanh_customer_id).select_related("nhanh_customer").first()
         if taken:
@@ -197,8 +202,11 @@ def match_manually(nhanh_customer_id: int, shopify_customer_id: int, *, user=Non
 
 def unmatch(mappings, *, user=None) -> int:
     """Keep the row, inactive and marked manual: auto-match then leaves this Nhanh customer alone."""
-    return CustomerMapping.objects.filter(pk__in=[m.pk for m in mappings], is_active=True).update(
-        is_active=False, matched_by=MatchedBy.MANUAL, matched_by_user=user, matched_at=timezone.now())
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            _serialize_matches(cur)
+        return CustomerMapping.objects.filter(pk__in=[m.pk for m in mappings], is_active=True).update(
+            is_active=False, matched_by=MatchedBy.MANUAL, matched_by_user=user, matched_at=timezone.now())
 
 
 # --- as a job ---------------------------------------------------------------------------------------------
