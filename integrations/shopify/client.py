@@ -141,8 +141,7 @@ class ShopifyClient(BaseClient):
                     return expected_cost
                 maximum = float(self.throttle["maximumAvailable"])
                 restore = float(self.throttle["restoreRate"])
-                elapsed = time.monotonic() - self._throttle_seen_at
-                available = min(maximum, float(self.throttle["currentlyAvailable"]) + restore * elapsed)
+                available = self._available(time.monotonic())
                 deficit = min(expected_cost, maximum) + self._in_flight - available
                 if deficit <= 0 or restore <= 0 or (self._in_flight == 0 and expected_cost > maximum):
                     self._in_flight += expected_cost
@@ -151,6 +150,12 @@ class ShopifyClient(BaseClient):
                 self.paced_seconds += wait
             log.debug("shopify: waiting %.2f s for %.0f cost points", wait, deficit)
             self.sleep(wait)
+
+    def _available(self, now: float) -> float:
+        """Points in the bucket now, from the last reading plus the refill since (call under the lock)."""
+        t = self.throttle
+        refill = float(t["restoreRate"]) * (now - self._throttle_seen_at)
+        return min(float(t["maximumAvailable"]), float(t["currentlyAvailable"]) + refill)
 
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
         with self._lock:
@@ -169,8 +174,14 @@ class ShopifyClient(BaseClient):
             if cost.get("throttleStatus"):
                 # The server measured the bucket at some moment before this answer arrived; dating it to the
                 # arrival under-counts the refill since, so pacing errs towards waiting a little too long.
-                self.throttle = cost["throttleStatus"]
-                self._throttle_seen_at = time.monotonic()
+                status = dict(cost["throttleStatus"])
+                now = time.monotonic()
+                if self.throttle and status.get("currentlyAvailable") is not None:
+                    # With calls in flight, answers can arrive out of the order the server measured them
+                    # in: an older, fuller reading must not raise the estimate above the current one.
+                    status["currentlyAvailable"] = min(float(status["currentlyAvailable"]), self._available(now))
+                self.throttle = status
+                self._throttle_seen_at = now
             if cost.get("actualQueryCost") is not None:
                 self.cost_spent += cost["actualQueryCost"]
         if payload.get("errors"):
