@@ -34,6 +34,9 @@ from .services import JobContext, holding_pull, pull_checkpoint
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_SECONDS = 15
+# A slow upstream (Shopify's cost budget, Nhanh's rate limit) fills a batch slowly: write what has arrived at
+# least this often, so staff see rows coming in and the checkpoint keeps up.
+FLUSH_EVERY_SECONDS = 10
 
 
 @dataclass
@@ -178,7 +181,8 @@ def run_pull(
                             resume_cursor = before_page
                         buffer = buffer[:keep]
                         finished = True
-                if buffer and (len(buffer) >= batch_size or finished) or time.monotonic() - last_beat > 30:
+                overdue = time.monotonic() - last_beat > FLUSH_EVERY_SECONDS
+                if (buffer and (len(buffer) >= batch_size or finished)) or overdue:
                     _write_batch(ctx, pid, token, upsert, buffer, totals, keep_errors,
                                  cursor=None if finished else cursor, pages=pages, started=started)
                     buffer = []
