@@ -4,7 +4,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from jobs.models import StartedBy
@@ -167,9 +167,18 @@ class CustomerMappingAdmin(admin.ModelAdmin):
             "opts": self.model._meta})
 
 
+def _customer_links(model, pks) -> str:
+    rows = model.objects.filter(pk__in=pks).order_by("pk")
+    name = model._meta.model_name
+    return format_html_join(", ", '<a href="{}">{}</a>',
+                            ((reverse(f"admin:customers_{name}_change", args=[c.pk]), c) for c in rows))
+
+
 @admin.register(AmbiguousMatch)
 class AmbiguousMatchAdmin(admin.ModelAdmin):
-    list_display = ("nhanh_customer", "phones", "shopify_candidates", "nhanh_rivals", "detected_at")
+    """Why auto-match left these alone; staff decide with "Match manually" on the mappings page."""
+
+    list_display = ("nhanh_customer", "phones_col", "candidates_col", "rivals_col", "detected_at")
     search_fields = ("nhanh_customer__name", "nhanh_customer__mobile", "=nhanh_customer__nhanh_id")
     list_select_related = ("nhanh_customer",)
 
@@ -178,6 +187,18 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Phones")
+    def phones_col(self, a):
+        return ", ".join(a.phones)
+
+    @admin.display(description="Shopify customers with that phone")
+    def candidates_col(self, a):
+        return _customer_links(ShopifyCustomer, a.shopify_candidates)
+
+    @admin.display(description="Other Nhanh customers claiming them")
+    def rivals_col(self, a):
+        return _customer_links(NhanhCustomer, a.nhanh_rivals) or "—"
 
 
 @admin.register(LoyaltyTier)

@@ -100,4 +100,7 @@ def test_automatch_command_dry_run_prints_the_counts(people, capsys):
     call_command("automatch", "customers", "--dry-run")
     out = capsys.readouterr().out
     assert "Would match 4; 3 ambiguous, 1 without a phone" in out
+    # Examples name customers by their Nhanh and Shopify ids, not by our row numbers.
+    assert "ambiguous: Nhanh 4 (+84903111222) → Shopify 104, 105" in out
+    assert "ambiguous: Nhanh 5 (+84977000111) → Shopify 106; also claimed by Nhanh 6" in out
     assert not CustomerMapping.objects.exists()

@@ -29,6 +29,7 @@ from ..models import (
     MatchedBy,
     NhanhCustomer,
     NhanhCustomerPhone,
+    ShopifyCustomer,
     ShopifyCustomerPhone,
     SyncStatus,
 )
@@ -147,7 +148,7 @@ def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) 
                  for a in ambiguous], batch_size=2000,
             )
     result.ambiguous = len(ambiguous)
-    result.ambiguous_examples = ambiguous[:examples]
+    result.ambiguous_examples = _with_upstream_ids(ambiguous[:examples])
     result.skipped_no_phone = no_phone
     result.already_mapped = mapped
     result.considered = unmapped
@@ -174,6 +175,17 @@ def _group_ambiguous(pairs, cur, t) -> list[dict]:
         others = set().union(*(rivals[s] for s in entry["shopify_candidates"])) - {entry["nhanh_id"]}
         entry["nhanh_rivals"] = sorted(others)
     return list(by_nhanh.values())
+
+
+def _with_upstream_ids(examples: list[dict]) -> list[dict]:
+    """Staff know customers by their Nhanh and Shopify ids, not by our row numbers."""
+    nhanh_rows = {e["nhanh_id"] for e in examples} | {r for e in examples for r in e["nhanh_rivals"]}
+    shopify_rows = {s for e in examples for s in e["shopify_candidates"]}
+    nhanh = dict(NhanhCustomer.objects.filter(pk__in=nhanh_rows).values_list("pk", "nhanh_id"))
+    shopify = dict(ShopifyCustomer.objects.filter(pk__in=shopify_rows).values_list("pk", "shopify_id"))
+    return [{"nhanh_id": nhanh.get(e["nhanh_id"]), "phones": e["phones"],
+             "shopify_ids": [shopify.get(s) for s in e["shopify_candidates"]],
+             "other_nhanh_ids": [nhanh.get(r) for r in e["nhanh_rivals"]]} for e in examples]
 
 
 # --- manual decisions -----------------------------------------------------------------------------------

@@ -28,5 +28,7 @@ class Command(BaseCommand):
                           f"a phone, {m['no_candidate']} without a candidate, {m['already_mapped']} already mapped "
                           f"(SQL {m['sql_seconds']} s).")
         for a in m.get("ambiguous_examples", [])[:10]:
-            self.stdout.write(f"  ambiguous: Nhanh customer row {a['nhanh_id']} phones {', '.join(a['phones'])} → "
-                              f"Shopify rows {a['shopify_candidates']}, rivals {a['nhanh_rivals']}")
+            others = ", ".join(map(str, a["other_nhanh_ids"]))
+            rivals = f"; also claimed by Nhanh {others}" if others else ""
+            self.stdout.write(f"  ambiguous: Nhanh {a['nhanh_id']} ({', '.join(a['phones'])}) → Shopify "
+                              f"{', '.join(map(str, a['shopify_ids']))}{rivals}")
