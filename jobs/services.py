@@ -90,10 +90,6 @@ def register_job_type(job_type: str, *, run: Handler, start: Starter | None = No
     _REGISTRY[job_type] = _JobKind(run=run, start=start)
 
 
-def is_registered(job_type: str) -> bool:
-    return job_type in _REGISTRY
-
-
 # --- creating and enqueueing ---------------------------------------------------------------------
 def create_job(
     job_type: str,
@@ -126,12 +122,6 @@ def enqueue(job: BackgroundJob, *, countdown: int | None = None) -> None:
         BackgroundJob.objects.filter(pk=job.pk).update(celery_task_id=result.id or "")
 
     transaction.on_commit(send)
-
-
-def start_job(job_type: str, **kwargs) -> BackgroundJob:
-    job = create_job(job_type, **kwargs)
-    enqueue(job)
-    return job
 
 
 # --- running --------------------------------------------------------------------------------------
