@@ -192,6 +192,19 @@ def test_tiers_follow_the_editable_thresholds(matched):
         assert shopify_metafields(matched, m.shopify_customer.shopify_id)["custom.loyalty_tier"]["value"] == expected
 
 
+def test_auto_sync_sends_tiers_changed_by_an_edited_threshold(matched):
+    start_sync(scope="all", started_by=StartedBy.USER, run_now=True)
+    LoyaltyTier.objects.filter(name="Silver").update(min_total=5_000_000)  # was 6 M
+    moved = CustomerMapping.objects.filter(nhanh_customer__total_spent__gte=5_000_000,
+                                           nhanh_customer__total_spent__lt=6_000_000)
+    assert moved.exists()
+    auto = start_sync(scope="changed", force=False, started_by=StartedBy.BEAT, run_now=True)
+    assert auto.metadata["sent"] == moved.count()
+    assert auto.metadata["skipped"] == CustomerMapping.objects.count() - moved.count()
+    m = moved.select_related("shopify_customer").first()
+    assert shopify_metafields(matched, m.shopify_customer.shopify_id)["custom.loyalty_tier"]["value"] == "Silver"
+
+
 def test_one_bad_value_fails_only_its_customer_and_retry_failed_resends_only_failures(matched):
     mappings = list(CustomerMapping.objects.select_related("shopify_customer").order_by("pk")[:30])
     bad = [mappings[3], mappings[17]]  # in the first and second batch
