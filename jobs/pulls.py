@@ -147,7 +147,6 @@ def run_pull(
         if checkpoint:
             ctx.set_metadata(resumed_from={"cursor": cursor, "pages": pages, "rows": totals.processed})
             log.info("pull %s resumes after page %s (%s rows done)", pid, pages, totals.processed)
-        started = time.monotonic()
         # The fetcher thread waits on the network, then needs the GIL to read the answer; with the default
         # 5 ms switch interval it often waits behind this thread's CPU work, stalling the page chain.
         switch_interval = sys.getswitchinterval()
@@ -184,7 +183,7 @@ def run_pull(
                 overdue = time.monotonic() - last_beat > FLUSH_EVERY_SECONDS
                 if (buffer and (len(buffer) >= batch_size or finished)) or overdue:
                     _write_batch(ctx, pid, token, upsert, buffer, totals, keep_errors,
-                                 cursor=None if finished else cursor, pages=pages, started=started)
+                                 cursor=None if finished else cursor, pages=pages)
                     buffer = []
                     last_beat = time.monotonic()
         finally:
@@ -196,7 +195,7 @@ def run_pull(
         return totals
 
 
-def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages, started):
+def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages):
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Don't wait for the WAL flush of each batch: if the server crashes, the batch and the checkpoint
@@ -207,11 +206,9 @@ def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors
         totals.add(result, keep_errors)
         checkpoint = {"cursor": cursor, "pages": pages, "counts": totals.as_counts()}
         pull_checkpoint(pid, token, checkpoint=checkpoint, items_done=totals.processed)
-    elapsed = max(time.monotonic() - started, 1e-6)
     ctx.progress(
         processed=totals.processed,
         successful=totals.successful,
         failed=totals.failed,
-        metadata={**totals.as_counts(), "pages": pages, "errors": totals.errors,
-                  "rows_per_second": round(totals.processed / elapsed, 1)},
+        metadata={**totals.as_counts(), "pages": pages, "errors": totals.errors},
     )

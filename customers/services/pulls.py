@@ -210,30 +210,35 @@ def _mark(key: str) -> dict:
 
 # --- running (registered job handlers) -------------------------------------------------------------------
 def run_nhanh_customer_pull(ctx: jobs.JobContext) -> None:
-    mode, filters = ctx.params["mode"], dict(ctx.params.get("filters") or {})
-    client = nhanh_client()
-    limit = None
-    on_complete = None
-    try:
-        if mode == "new":
-            mark = _mark("nhanh_customers_new")
-            now = timezone.now()
-            since = (datetime.fromtimestamp(mark["updated_to"], tz=UTC) - NEW_PULL_OVERLAP
-                     if mark.get("updated_to") else now - NEW_PULL_FIRST_WINDOW)
-            filters = {"updatedAtFrom": int(since.timestamp()), "updatedAtTo": int(now.timestamp())}
-            ctx.set_metadata(window={"from": since.isoformat(), "to": now.isoformat()})
+    mode = ctx.params["mode"]
+    source_filters, start, limit = dict(ctx.params.get("filters") or {}), None, None
+    mark = None  # (key, value from the resume cursor), saved once the pull has completed
+    if mode == "new":
+        # From the last successful pull's mark (re-reading a little), first time the last 24 h; the mark
+        # moves only when this pull completes.
+        previous = _mark("nhanh_customers_new").get("updated_to")
+        now = timezone.now()
+        since = (datetime.fromtimestamp(previous, tz=UTC) - NEW_PULL_OVERLAP if previous
+                 else now - NEW_PULL_FIRST_WINDOW)
+        until = int(now.timestamp())
+        source_filters = {"updatedAtFrom": int(since.timestamp()), "updatedAtTo": until}
+        mark = ("nhanh_customers_new", lambda _cursor: {"updated_to": until})
+        ctx.set_metadata(window={"from": since.isoformat(), "to": now.isoformat()})
+    elif mode == "limit":
+        # The next N customers after where the previous capped pull stopped.
+        limit = settings.SHOPBRIDGE["PULL_LIMIT_SYNC"]
+        start = _mark("nhanh_customers_limit").get("cursor")
+        mark = ("nhanh_customers_limit", lambda cursor: {"cursor": cursor})
+        ctx.set_metadata(limit=limit, continues_from=start)
 
-            def on_complete(_totals, _cursor):
-                _set_mark("nhanh_customers_new", {"updated_to": filters["updatedAtTo"]})
-        elif mode == "limit":
-            limit = settings.SHOPBRIDGE["PULL_LIMIT_SYNC"]
-            start = _mark("nhanh_customers_limit").get("cursor")
-            ctx.set_metadata(limit=limit, continues_from=start)
-            run_pull(ctx, source=NhanhCustomerSource(client, {}, start=start), upsert=upsert_nhanh_customers,
-                     limit=limit, on_complete=lambda _t, cursor: _set_mark("nhanh_customers_limit", {"cursor": cursor}))
-            return
-        run_pull(ctx, source=NhanhCustomerSource(client, filters), upsert=upsert_nhanh_customers, limit=limit,
-                 on_complete=on_complete)
+    def on_complete(_totals, resume_cursor):
+        if mark:
+            _set_mark(mark[0], mark[1](resume_cursor))
+
+    client = nhanh_client()
+    try:
+        run_pull(ctx, source=NhanhCustomerSource(client, source_filters, start=start),
+                 upsert=upsert_nhanh_customers, limit=limit, on_complete=on_complete)
     finally:
         client.close()
 
