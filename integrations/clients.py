@@ -1,0 +1,42 @@
+"""One way to get a client for an upstream: ``client_for(system)``, built from the stored connection and the
+HTTP settings (attempts, back-off). Each upstream module registers its client class here by name, so callers
+never pick a class or copy the options."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from django.conf import settings
+
+from .models import get_connection
+
+# system → "module:Class" (imported when first asked for, so an app without that upstream loads nothing).
+CLIENT_CLASSES = {
+    "nhanh": "integrations.nhanh.client:NhanhClient",
+    "shopify": "integrations.shopify.client:ShopifyClient",
+    "pancake": "integrations.pancake.client:PancakeClient",
+    "shopee": "integrations.shopee.client:ShopeeClient",
+}
+
+
+def client_options() -> dict[str, Any]:
+    """Retry/back-off options every client shares (settings: SHOPBRIDGE_HTTP_*)."""
+    s = settings.SHOPBRIDGE
+    return {"max_attempts": s["HTTP_MAX_ATTEMPTS"], "backoff_base": s["HTTP_BACKOFF_BASE"],
+            "backoff_max": s["HTTP_BACKOFF_MAX"]}
+
+
+def client_class(system: str):
+    try:
+        target = CLIENT_CLASSES[system]
+    except KeyError:
+        raise ValueError(f"no client for {system!r}; known: {', '.join(sorted(CLIENT_CLASSES))}") from None
+    module_name, cls_name = target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def client_for(system: str, connection=None, **overrides):
+    """A client for ``system`` built from its stored connection (or the one given); ``overrides`` win."""
+    conn = connection if connection is not None else get_connection(system)
+    return client_class(system).from_connection(conn, **{**client_options(), **overrides})
