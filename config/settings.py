@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "customers",
     "products",
     "ads",
+    "hub",
 ]
 
 MIDDLEWARE = [

@@ -3,8 +3,10 @@ worker, broker, database and dashboard work together, before any upstream is con
 
 import time
 
-from .models import JobType
-from .services import JobContext, create_job, enqueue, register_job_type
+from .lifecycle import JobContext, create_job, launch
+from .registry import register_job_type
+
+SELFTEST = "DEMO"
 
 
 def run_selftest(ctx: JobContext) -> None:
@@ -20,10 +22,8 @@ def run_selftest(ctx: JobContext) -> None:
 
 
 def start_selftest(*, params=None, started_by="system", user=None, retry_of=None, force_restart=False):
-    job = create_job(JobType.DEMO, params=params or {}, started_by=started_by, user=user, retry_of=retry_of)
-    enqueue(job)
-    return job
+    return launch(create_job(SELFTEST, params=params or {}, started_by=started_by, user=user, retry_of=retry_of))
 
 
 def register() -> None:
-    register_job_type(JobType.DEMO, run=run_selftest, start=start_selftest)
+    register_job_type(SELFTEST, label="Demo / self-test", run=run_selftest, start=start_selftest)
