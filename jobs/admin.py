@@ -248,6 +248,10 @@ class PullProgressAdmin(admin.ModelAdmin):
             if p.job_id is None:
                 self.message_user(request, f"{p.progress_id}: no job to restart from.", messages.WARNING)
                 continue
+            if not services.may_start(request.user, p.job.type):
+                self.message_user(request, f"{p.progress_id}: you may not start {p.job.type_label} jobs.",
+                                  messages.ERROR)
+                continue
             try:
                 new = services.retry_job(p.job, user=request.user, force_restart=True)
             except services.PullRefused as exc:

@@ -94,7 +94,7 @@ class SourceRequest:
 
     mode: str
     filters: dict
-    client: Any  # integrations.clients.client_for(system), or None for a spec without one
+    client: Any  # what the spec's ``client`` factory built for this run, or None
     window: tuple[datetime, datetime] | None = None  # an incremental run's [since, until]
     start: Any = None  # where a fresh capped run begins (a resumed run gets its checkpoint instead)
 
@@ -111,7 +111,7 @@ class PullSpec:
     filters: Sequence[FilterField] = ()
     validate: Callable[[str, dict], None] | None = None  # cross-field checks; raises PullInputError
     system_label: str = ""
-    needs_client: bool = True
+    client: Callable[[], Any] | None = None  # builds the upstream client for one run (closed after it)
     after_run: Callable[[JobContext, Any], None] | None = None  # e.g. record the client's API usage
     demo_mode: str | None = "all"  # what ``manage.py demo --start-jobs`` queues; None: nothing
     default_mode: str = "all"
@@ -279,11 +279,7 @@ def run_spec_pull(ctx: JobContext) -> None:
         if new_mark is not None:
             _save_mark(mark_key, new_mark(resume_cursor))
 
-    client = None
-    if spec.needs_client:
-        from integrations.clients import client_for
-
-        client = client_for(spec.system)
+    client = spec.client() if spec.client is not None else None
     try:
         source = spec.source(SourceRequest(mode=mode.name, filters=filters, client=client, window=window,
                                            start=start))

@@ -85,7 +85,7 @@ def upsert_things(rows: list[dict]) -> BatchResult:
 
 
 SPEC = PullSpec(
-    system=SYSTEM, kind=KIND, job_type=JOB_TYPE, label="Pull fake things", needs_client=False, demo_mode=None,
+    system=SYSTEM, kind=KIND, job_type=JOB_TYPE, label="Pull fake things", demo_mode=None,
     modes=(
         PullMode("all", "All things, in the background"),
         PullMode("group", "One group of things, in the background", filters=("group",),

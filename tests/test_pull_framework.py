@@ -144,13 +144,19 @@ def test_a_failure_inside_a_batch_write_leaves_the_checkpoint_with_the_rows_it_c
     assert set(fakepull.stored()) == upstream_ids()
 
 
-def test_force_restart_supersedes_the_running_pull_which_stops_at_its_next_batch(settings):
+def slow_pull_running(settings, rows_done: int):
+    """A slow "all" pull running on a thread, once ``rows_done`` rows are committed: (started, thread, box)."""
     settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "UPSERT_BATCH_SIZE": 10}
     fakepull.UPSTREAM.update(delay=0.2)
     first = start_pull("fake", "things", "all")
     t, box = in_thread(services.run_job, first.job.pk)
-    wait_for(lambda: PullProgress.objects.filter(progress_id=ALL, items_done__gte=20).exists(), timeout=20,
-             message="first batches")
+    wait_for(lambda: PullProgress.objects.filter(progress_id=ALL, items_done__gte=rows_done).exists(), timeout=20,
+             message=f"{rows_done} rows committed")
+    return first, t, box
+
+
+def test_force_restart_supersedes_the_running_pull_which_stops_at_its_next_batch(settings):
+    first, t, box = slow_pull_running(settings, 20)
     fakepull.UPSTREAM.update(delay=0)
     second = start_pull("fake", "things", "all", force_restart=True)
     assert not second.resumed
@@ -162,12 +168,7 @@ def test_force_restart_supersedes_the_running_pull_which_stops_at_its_next_batch
 
 
 def test_a_reset_stops_the_running_pull(settings):
-    settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "UPSERT_BATCH_SIZE": 10}
-    fakepull.UPSTREAM.update(delay=0.2)
-    first = start_pull("fake", "things", "all")
-    t, box = in_thread(services.run_job, first.job.pk)
-    wait_for(lambda: PullProgress.objects.filter(progress_id=ALL, items_done__gte=10).exists(), timeout=20,
-             message="first batch")
+    _first, t, box = slow_pull_running(settings, 10)
     assert services.reset_pulls(progress_ids=[ALL]) == 1
     t.join(30)
     assert box.get("result") == JobStatus.CANCELLED

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from django import forms
 from django.conf import settings
 
+from integrations.clients import client_for
 from jobs.errors import PullInputError
 from jobs.ingest import ChildTable, upsert_records
 from jobs.pull_specs import (
@@ -145,7 +146,7 @@ def register() -> None:
                      requires_filter="a filtered pull needs at least one filter (type or last-bought dates)"),
         ),
         filters=NHANH_FILTERS, validate=_validate_nhanh, default_mode="all",
-        source=nhanh_source, upsert=upsert_nhanh_customers,
+        client=lambda: client_for("nhanh"), source=nhanh_source, upsert=upsert_nhanh_customers,
     ))
     register_pull_spec(PullSpec(
         system="shopify", kind="customers", system_label="Shopify", job_type=CustomerJobType.PULL_SHOPIFY_CUSTOMERS,
@@ -156,5 +157,6 @@ def register() -> None:
                      requires_filter="a Shopify query pull needs a search query, e.g. state:ENABLED"),
         ),
         filters=SHOPIFY_FILTERS, default_mode="all",
-        source=shopify_source, upsert=upsert_shopify_customers, after_run=_record_api_cost,
+        client=lambda: client_for("shopify"), source=shopify_source, upsert=upsert_shopify_customers,
+        after_run=_record_api_cost,
     ))
