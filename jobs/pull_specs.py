@@ -116,6 +116,8 @@ class PullSpec:
     demo_mode: str | None = "all"  # what ``manage.py demo --start-jobs`` queues; None: nothing
     default_mode: str = "all"
     permission: str = RUN_PULL
+    # How (mode, canonical filters) name the claim, when the default does not fit (e.g. one id per mode and page).
+    progress_id_of: Callable[[PullMode, dict], str] | None = None
     _modes: dict[str, PullMode] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -164,6 +166,8 @@ class PullSpec:
         return filters
 
     def progress_id(self, mode: PullMode, filters: dict) -> str:
+        if self.progress_id_of is not None:
+            return self.progress_id_of(mode, filters)
         if mode.has_mark:  # one id per mode: its mark (and claim) is shared by every run of the mode
             return f"{self.system}_{self.kind}_{mode.name}"
         return make_progress_id(self.system, self.kind, filters)
