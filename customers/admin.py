@@ -36,7 +36,7 @@ class ShopifyPhoneInline(NhanhPhoneInline):
 @admin.register(NhanhCustomer)
 class NhanhCustomerAdmin(PullButtonsAdmin):
     pull_spec = ("nhanh", "customers")
-    list_display = ("nhanh_id", "name", "mobile", "email", "customer_type", "total_spent", "last_bought_date",
+    list_display = ("nhanh_id", "name", "mobile", "email", "customer_type", "total_spent",
                     "upstream_updated_at")
     list_filter = ("customer_type", ("upstream_updated_at", admin.DateFieldListFilter))
     search_fields = ("=nhanh_id", "name", "mobile", "email", "phones__e164")

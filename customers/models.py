@@ -26,7 +26,6 @@ class NhanhCustomer(UpstreamRecord):
     address = models.TextField(blank=True)
     total_spent = models.BigIntegerField(default=0, help_text="Lifetime spend in VND (Nhanh totalAmount).")
     points = models.IntegerField(null=True, blank=True)
-    last_bought_date = models.DateField(null=True, blank=True)
     upstream_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:

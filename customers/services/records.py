@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from customers.models import PhoneSource
 from customers.phones import extract_phones, normalize_phone
-from jobs.ingest import MalformedRow, decimal, int_key, integer, iso_time, text, unix_time, ymd_date
+from jobs.ingest import MalformedRow, decimal, int_key, integer, iso_time, text, unix_time
 
 
 def nhanh_key(raw) -> int | None:
@@ -36,7 +36,6 @@ def nhanh_customer(raw: dict) -> tuple[dict, list[dict]]:
         "address": text(raw.get("address"), 2000),
         "total_spent": integer(raw.get("totalAmount"), "totalAmount") or 0,
         "points": integer(raw.get("points"), "points"),
-        "last_bought_date": ymd_date(raw.get("lastBoughtDate"), "lastBoughtDate"),
         "upstream_updated_at": unix_time(raw.get("updatedAt"), "updatedAt"),
     }
     phones = []
