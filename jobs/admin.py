@@ -16,7 +16,7 @@ class JobTypeFilter(admin.SimpleListFilter):
     """Job types as the apps registered them, with their labels."""
 
     title = "type"
-    parameter_name = "type"
+    parameter_name = "type__exact"  # the URL the default filter used (bookmarks keep working)
 
     def lookups(self, request, model_admin):
         return job_type_choices()

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .errors import JobCancelled, PullCapReached, PullConflict, PullSuperseded
+from .errors import JobCancelled, JobHandedBack, JobSuperseded, PullCapReached, PullConflict, PullSuperseded
 from .lifecycle import create_job
 from .locks import LockKey, advisory_xact_lock
 from .models import BackgroundJob, PullProgress, PullStatus, StartedBy, stale_after
@@ -184,8 +184,8 @@ def holding_pull(ctx: JobContext):
     token = progress.run_token
     try:
         yield progress
-    except PullSuperseded:
-        raise
+    except (PullSuperseded, JobHandedBack, JobSuperseded):
+        raise  # the pull stays held: by the next attempt, or by whoever superseded it
     except JobCancelled:
         finish_pull(progress_id, token, PullStatus.CANCELLED, error="Cancelled by staff.")
         raise

@@ -18,7 +18,15 @@ class PullSuperseded(Exception):  # noqa: N818
 
 
 class JobBusy(Exception):  # noqa: N818
-    """The job is RUNNING with a fresh heartbeat elsewhere; try again after the stale window."""
+    """The job is RUNNING with a fresh heartbeat elsewhere: this delivery of it has nothing to do."""
+
+
+class JobHandedBack(Exception):  # noqa: N818 - a signal, not a failure
+    """Raised at a batch boundary when the job's worker is shutting down: the job goes back to the queue."""
+
+
+class JobSuperseded(Exception):  # noqa: N818
+    """Another run (a rescue) owns the job now: this run must stop without writing anything more."""
 
 
 class PullInputError(ValueError):

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import traceback
+import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .errors import JobBusy, JobCancelled, PullSuperseded
+from .errors import JobBusy, JobCancelled, JobHandedBack, JobSuperseded, PullSuperseded
 from .models import BackgroundJob, JobStatus, PullProgress, PullStatus, StartedBy, stale_after
 from .registry import is_registered, job_kind
 
@@ -80,12 +83,21 @@ class JobContext:
     def __init__(self, job: BackgroundJob):
         self.job = job
         self.job_id = job.pk
+        self.attempt = job.attempts
         self.params: dict = dict(job.params)
         self.metadata: dict = dict(job.metadata)
         self.processed = job.processed
         self.successful = job.successful
         self.failed = job.failed
         self.total = job.total
+
+    @property
+    def resumed(self) -> bool:
+        """This run continues one that stopped (a rescue after its worker died, or a hand-back)."""
+        return self.attempt > 1
+
+    def _mine(self):
+        return BackgroundJob.objects.filter(pk=self.job_id, attempts=self.attempt)
 
     def progress(
         self,
@@ -96,7 +108,8 @@ class JobContext:
         total: int | None = None,
         metadata: dict | None = None,
     ) -> None:
-        """Write counts, metadata and the heartbeat in one short UPDATE; raise JobCancelled if asked to stop."""
+        """Write counts, metadata and the heartbeat in one short UPDATE; raise JobCancelled if asked to stop,
+        JobHandedBack when the worker is shutting down, JobSuperseded when a rescue took the job over."""
         if processed is not None:
             self.processed = processed
         if successful is not None:
@@ -107,43 +120,72 @@ class JobContext:
             self.total = total
         if metadata:
             self.metadata.update(metadata)
-        BackgroundJob.objects.filter(pk=self.job_id).update(
+        if not self._mine().update(
             processed=self.processed,
             successful=self.successful,
             failed=self.failed,
             total=self.total,
             metadata=self.metadata,
             heartbeat_at=timezone.now(),
-        )
+        ):
+            raise JobSuperseded(f"job {self.job_id} attempt {self.attempt}")
         self.check_cancelled()
 
     def check_cancelled(self) -> None:
-        if BackgroundJob.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+        """Raise JobCancelled / JobHandedBack when staff cancelled the job or its worker is shutting down."""
+        flags = BackgroundJob.objects.filter(pk=self.job_id).values_list(
+            "cancel_requested", "handback_requested").first()
+        if flags and flags[0]:
             raise JobCancelled()
+        if flags and flags[1]:
+            raise JobHandedBack()
 
     def set_metadata(self, **values) -> None:
         """Merge values into the metadata and save them now (with a heartbeat)."""
         self.metadata.update(values)
-        BackgroundJob.objects.filter(pk=self.job_id).update(metadata=self.metadata, heartbeat_at=timezone.now())
+        if not self._mine().update(metadata=self.metadata, heartbeat_at=timezone.now()):
+            raise JobSuperseded(f"job {self.job_id} attempt {self.attempt}")
 
 
-def _claim_for_run(job_id: int) -> BackgroundJob | None:
-    """PENDING → RUNNING atomically. A RUNNING job whose heartbeat is stale (its worker died and the
-    broker redelivered the message) is taken over. Anything else is left alone."""
+def _is_stale():
+    cutoff = timezone.now() - stale_after()
+    return Q(status=JobStatus.RUNNING) & (Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True,
+                                                                        started_at__lt=cutoff))
+
+
+def _claim_for_run(job_id: int, worker: str) -> BackgroundJob | None:
+    """PENDING → RUNNING atomically, as the next attempt. Anything else is left alone (a stale RUNNING job is
+    rescued first, which counts against its bound)."""
     now = timezone.now()
-    claimed = BackgroundJob.objects.filter(
-        Q(status=JobStatus.PENDING) | Q(status=JobStatus.RUNNING, heartbeat_at__lt=now - stale_after()),
-        pk=job_id,
-        cancel_requested=False,
-    ).update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, error="")
+    claimed = BackgroundJob.objects.filter(pk=job_id, status=JobStatus.PENDING, cancel_requested=False).update(
+        status=JobStatus.RUNNING, started_at=Coalesce(F("started_at"), Value(now)), heartbeat_at=now, error="",
+        attempts=F("attempts") + 1, worker=worker[:200], handback_requested=False,
+    )
     if not claimed:
         return None
     return BackgroundJob.objects.get(pk=job_id)
 
 
-def run_job(job_id: int) -> str:
-    """Run a job's handler. Idempotent: a finished job is skipped, a live one elsewhere raises JobBusy."""
-    job = _claim_for_run(job_id)
+HANDBACK_DELAY_SECONDS = 2
+
+
+def _handed_back_by(job_id: int, worker: str) -> bool:
+    """Whether ``worker`` handed this job back (so it is shutting down and must leave the job to others)."""
+    handbacks = (BackgroundJob.objects.filter(pk=job_id, status=JobStatus.PENDING).values_list("metadata", flat=True)
+                 .first() or {}).get("handbacks") or []
+    return bool(worker) and bool(handbacks) and handbacks[-1].get("worker") == worker
+
+
+def run_job(job_id: int, *, worker: str = "") -> str:
+    """Run a job's handler. Idempotent: a finished job is skipped, a live one elsewhere raises JobBusy, a stale
+    one (its worker died and the broker delivered its message again) is rescued first."""
+    if _handed_back_by(job_id, worker):
+        # The worker shutting down received the message it sent for others: send it on again, a little later.
+        enqueue(BackgroundJob(pk=job_id), countdown=HANDBACK_DELAY_SECONDS)
+        return "LEFT_FOR_ANOTHER_WORKER"
+    if BackgroundJob.objects.filter(_is_stale(), pk=job_id).exists():
+        rescue_job(job_id, why="its message was delivered again after its worker stopped", requeue=False)
+    job = _claim_for_run(job_id, worker)
     if job is None:
         current = BackgroundJob.objects.filter(pk=job_id).first()
         if current is None:
@@ -160,13 +202,20 @@ def run_job(job_id: int) -> str:
         _finish(job_id, JobStatus.FAILED, error=f"No handler is registered for job type {job.type}.")
         return JobStatus.FAILED
     ctx = JobContext(job)
-    log.info("job %s (%s) started", job_id, job.type)
+    log.info("job %s (%s) started, attempt %s", job_id, job.type, job.attempts)
     try:
         kind.run(ctx)
     except JobCancelled:
         _finish(job_id, JobStatus.CANCELLED, ctx=ctx)
         log.info("job %s cancelled at a batch boundary", job_id)
         return JobStatus.CANCELLED
+    except JobHandedBack:
+        _hand_back(ctx)
+        log.info("job %s handed back to the queue: its worker is shutting down", job_id)
+        return "HANDED_BACK"
+    except JobSuperseded:
+        log.warning("job %s attempt %s stopped: a newer attempt owns the job", job_id, ctx.attempt)
+        return "SUPERSEDED"
     except PullSuperseded:
         _finish(job_id, JobStatus.CANCELLED, ctx=ctx, error="Stopped: the pull was force-restarted or reset.")
         log.info("job %s stopped: its pull was superseded", job_id)
@@ -190,12 +239,104 @@ def _finish(job_id: int, status: str, *, ctx: JobContext | None = None, error: s
     values: dict[str, Any] = {"status": status, "completed_at": timezone.now(), "heartbeat_at": timezone.now()}
     if error:
         values["error"] = error
+    qs = BackgroundJob.objects.filter(pk=job_id)
     if ctx is not None:
         values.update(
             processed=ctx.processed, successful=ctx.successful, failed=ctx.failed, total=ctx.total,
             metadata=ctx.metadata,
         )
-    BackgroundJob.objects.filter(pk=job_id).update(**values)
+        qs = qs.filter(attempts=ctx.attempt)  # a superseded run writes nothing
+    qs.update(**values)
+
+
+def _hold_pull_for_next_attempt(job_id: int) -> None:
+    """The pull this job holds stays its own while the job waits for its next attempt: a new token (an old run
+    still alive learns at its next checkpoint that it lost the pull) and a fresh heartbeat."""
+    PullProgress.objects.filter(job_id=job_id, status=PullStatus.RUNNING).update(
+        run_token=uuid.uuid4(), last_pulled_at=timezone.now())
+
+
+def _hand_back(ctx: JobContext) -> None:
+    """Back to PENDING with a new message, to continue on another worker from its checkpoint."""
+    now = timezone.now()
+    log_entry = {"at": now.isoformat(), "why": "its worker was shutting down", "attempt": ctx.attempt,
+                 "worker": ctx.job.worker}
+    ctx.metadata["handbacks"] = [*ctx.metadata.get("handbacks", []), log_entry]
+    with transaction.atomic(durable=True):
+        if BackgroundJob.objects.filter(pk=ctx.job_id, attempts=ctx.attempt, status=JobStatus.RUNNING).update(
+            status=JobStatus.PENDING, handback_requested=False, worker="", heartbeat_at=now,
+            processed=ctx.processed, successful=ctx.successful, failed=ctx.failed, total=ctx.total,
+            metadata=ctx.metadata,
+        ):
+            _hold_pull_for_next_attempt(ctx.job_id)
+            enqueue(ctx.job, countdown=HANDBACK_DELAY_SECONDS)
+
+
+# --- rescue ---------------------------------------------------------------------------------------
+def rescue_job(job_id: int, *, why: str, requeue: bool = True, dead: Q | None = None) -> str:
+    """A RUNNING job whose worker died: back to PENDING (and queued again) to resume from its checkpoint, when
+    its kind can resume and it has rescues left; otherwise FAILED with the reason. Returns what was done."""
+    max_rescues = settings.SHOPBRIDGE["MAX_RESCUES"]
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        job = BackgroundJob.objects.select_for_update().filter(dead or _is_stale(), pk=job_id).first()
+        if job is None:
+            return "not stale"
+        kind = job_kind(job.type)
+        progress_id = job.params.get("progress_id")
+        held = PullProgress.objects.filter(job_id=job.pk, status=PullStatus.RUNNING).exists()
+        rescues = list(job.metadata.get("rescues", []))
+        if progress_id and not held:
+            job.status, job.error = JobStatus.CANCELLED, f"Stopped: pull {progress_id} is no longer held by this job."
+            outcome = "superseded"
+        elif kind is None or not kind.resumable:
+            job.status = JobStatus.FAILED
+            job.error = (f"No heartbeat for more than {int(stale_after().total_seconds())} s: the worker probably "
+                         f"died, and {job.type_label} jobs cannot resume safely. Retry it.")
+            outcome = "failed"
+        elif len(rescues) >= max_rescues:
+            job.status = JobStatus.FAILED
+            job.error = (f"Stopped after {len(rescues)} rescues: its worker died on every attempt (out of memory, or "
+                         "a row that crashes it?). Its checkpoint is kept: fix the cause, then retry.")
+            outcome = "failed"
+        else:
+            rescues.append({"at": now.isoformat(), "why": why, "attempt": job.attempts + 1,
+                            "of": max_rescues + 1})
+            job.metadata = {**job.metadata, "rescues": rescues}
+            job.status, job.worker, job.heartbeat_at = JobStatus.PENDING, "", now
+            outcome = "rescued"
+        if outcome != "rescued":
+            job.completed_at = now
+            PullProgress.objects.filter(job_id=job.pk, status=PullStatus.RUNNING).update(
+                status=PullStatus.FAILED, error=job.error[:2000])
+        else:
+            _hold_pull_for_next_attempt(job.pk)
+            if requeue:
+                enqueue(job)
+        job.save(update_fields=["status", "error", "metadata", "worker", "heartbeat_at", "completed_at"])
+    log.warning("job %s %s: %s", job_id, outcome, why if outcome == "rescued" else job.error)
+    return outcome
+
+
+def rescue_stale_jobs(*, worker: str | None = None) -> dict[str, int]:
+    """Rescue (or fail) every stale RUNNING job; with ``worker``, also the jobs that worker held before it
+    restarted (they are orphans, however fresh their heartbeat)."""
+    stale = list(BackgroundJob.objects.filter(_is_stale()).values_list("pk", flat=True))
+    counts: dict[str, int] = {}
+    for job_id in stale:
+        outcome = rescue_job(job_id, why="no heartbeat within the stale window: its worker died")
+        counts[outcome] = counts.get(outcome, 0) + 1
+    if worker:
+        orphaned = Q(status=JobStatus.RUNNING, worker=worker)
+        for job_id in BackgroundJob.objects.filter(orphaned).values_list("pk", flat=True):
+            outcome = rescue_job(job_id, why=f"its worker {worker} restarted", dead=orphaned)
+            counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def request_handback(worker: str) -> int:
+    """The worker is shutting down: its running jobs stop at their next batch and go back to the queue."""
+    return BackgroundJob.objects.filter(status=JobStatus.RUNNING, worker=worker).update(handback_requested=True)
 
 
 # --- staff actions --------------------------------------------------------------------------------

@@ -48,6 +48,13 @@ class BackgroundJob(models.Model):
     params = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Set when the worker running the job is shutting down (SIGTERM): the job stops at its next batch and is
+    # handed back to the queue to continue elsewhere.
+    handback_requested = models.BooleanField(default=False)
+    # Runs started: 1 for the first, +1 for each rescue after its worker died. The run that claimed the job
+    # with this number is the only one whose progress is written; an older one learns it was superseded.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="Celery worker running the job.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -36,10 +36,11 @@ from .lifecycle import JobContext
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_SECONDS = 15
+# While the upstream is slow: beat the heart, and notice a cancel or a worker shutting down, this often.
+HEARTBEAT_EVERY_SECONDS = 3
 # A slow upstream (Shopify's cost budget, Nhanh's rate limit) fills a batch slowly: write what has arrived at
 # least this often, so staff see rows coming in and the checkpoint keeps up.
-FLUSH_EVERY_SECONDS = 10
+FLUSH_EVERY_SECONDS = 5
 
 
 @dataclass

@@ -28,14 +28,19 @@ class JobKind:
     result: type | None = None
     # The permission a user needs to start (and so to retry) a job of this type.
     permission: str | None = None
+    # Whether a run whose worker died may be started again to continue (from a checkpoint, or because a re-run
+    # is exact). A kind whose re-run could repeat a write that is neither idempotent nor checked says False:
+    # a stale job of that kind is failed instead, for staff to look at.
+    resumable: bool = True
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
 def register_job_type(job_type: str, *, run: Handler, label: str | None = None, start: Starter | None = None,
-                      result: type | None = None, permission: str | None = None) -> JobKind:
-    kind = JobKind(job_type, label or job_type.replace("_", " ").capitalize(), run, start, result, permission)
+                      result: type | None = None, permission: str | None = None, resumable: bool = True) -> JobKind:
+    kind = JobKind(job_type, label or job_type.replace("_", " ").capitalize(), run, start, result, permission,
+                   resumable)
     _KINDS[job_type] = kind
     return kind
 

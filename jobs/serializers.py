@@ -53,6 +53,8 @@ def job_as_dict(job: BackgroundJob) -> dict[str, Any]:
         "heartbeat_age_seconds": r(job.heartbeat_age_seconds, 0),
         "is_stale": job.is_stale,
         "cancel_requested": job.cancel_requested,
+        "attempts": job.attempts,
+        "rescues": job.metadata.get("rescues", []),
         "started_by": job.started_by_label,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,

@@ -20,6 +20,8 @@ from .claims import (
 from .errors import (
     JobBusy,
     JobCancelled,
+    JobHandedBack,
+    JobSuperseded,
     PullCapReached,
     PullConflict,
     PullInputError,
@@ -35,6 +37,9 @@ from .lifecycle import (
     fail_stale_jobs,
     launch,
     may_start,
+    request_handback,
+    rescue_job,
+    rescue_stale_jobs,
     retry_job,
     run_job,
 )
@@ -43,9 +48,10 @@ from .results import result_of, store_result
 from .serializers import job_as_dict, pull_as_dict, refusal_as_dict
 
 __all__ = [
-    "JobBusy", "JobCancelled", "JobContext", "PullCapReached", "PullClaim", "PullConflict", "PullInputError",
-    "PullRefused", "PullSuperseded", "cancel_job", "canonical_json", "claim_pull", "create_job", "describe_error",
-    "enqueue", "fail_stale_jobs", "finish_pull", "holding_pull", "job_as_dict", "launch", "make_progress_id",
-    "may_start", "pull_as_dict", "pull_checkpoint", "refusal_as_dict", "register_job_type", "reset_pulls",
-    "result_of", "retry_job", "run_job", "running_pulls", "store_result", "unregister_job_type",
+    "JobBusy", "JobCancelled", "JobContext", "JobHandedBack", "JobSuperseded", "PullCapReached", "PullClaim",
+    "PullConflict", "PullInputError", "PullRefused", "PullSuperseded", "cancel_job", "canonical_json", "claim_pull",
+    "create_job", "describe_error", "enqueue", "fail_stale_jobs", "finish_pull", "holding_pull", "launch",
+    "make_progress_id", "may_start", "pull_checkpoint", "request_handback", "rescue_job", "rescue_stale_jobs",
+    "reset_pulls", "retry_job", "run_job", "running_pulls", "register_job_type", "unregister_job_type",
+    "result_of", "store_result", "job_as_dict", "pull_as_dict", "refusal_as_dict",
 ]
