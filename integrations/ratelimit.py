@@ -190,17 +190,30 @@ class SQLiteStore(RateStore):
         # Autocommit mode: transactions are begun explicitly (BEGIN IMMEDIATE), and waits for the write lock
         # are bounded by the busy timeout.
         self.conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("CREATE TABLE IF NOT EXISTS shopbridge_locks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
         # One lock for every bucket: they share this connection, and a transaction is per connection.
         self.guard = threading.RLock()
+        self._schema("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+                     "CREATE TABLE IF NOT EXISTS shopbridge_locks (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+
+    def _schema(self, *statements: str) -> None:
+        """Run setup statements, retrying while another process sets the file up: switching to WAL takes an
+        exclusive lock and SQLite answers "database is locked" at once instead of waiting for it."""
+        deadline = time.monotonic() + 30
+        for statement in statements:
+            while True:
+                try:
+                    with self.guard:
+                        self.conn.execute(statement)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(random.uniform(0.01, 0.1))  # noqa: S311
 
     def bucket(self, key: str, rate: Rate) -> AbstractBucket:
         table = f"sb_{_digest(key)}"
-        with self.guard:
-            self.conn.execute(f"CREATE TABLE IF NOT EXISTS '{table}' (name VARCHAR, item_timestamp INTEGER)")
-            self.conn.execute(f"CREATE INDEX IF NOT EXISTS 'idx_{table}' ON '{table}' (item_timestamp)")
+        self._schema(f"CREATE TABLE IF NOT EXISTS '{table}' (name VARCHAR, item_timestamp INTEGER)",
+                     f"CREATE INDEX IF NOT EXISTS 'idx_{table}' ON '{table}' (item_timestamp)")
         return _ImmediateSQLiteBucket([rate], self.conn, table, lock=self.guard)
 
     def lock(self, key: str, until: float) -> None:
@@ -250,6 +263,8 @@ class SharedLimiter:
 
     def acquire(self, key: str, *, limit: int, seconds: float) -> float:
         """Block until ``key`` is not locked and a request fits its window; returns the seconds waited."""
+        if limit < 1:
+            raise ValueError(f"a rate limit needs at least one request per window, not {limit}")
         slot = self._slot(key, limit, seconds)
         started = time.monotonic()
         while True:
@@ -265,10 +280,9 @@ class SharedLimiter:
                 if not self._locked_for(key):
                     return time.monotonic() - started
                 continue
-            if wait_ms < 0:
-                raise ValueError(f"a single request can never fit {limit} per {seconds} s")
-            # wait 0: another process held the bucket (PostgreSQL's NOWAIT table lock): try again shortly.
-            self.sleep(wait_ms / 1000 + self.margin if wait_ms else random.uniform(0.01, 0.05))  # noqa: S311
+            # No wait worked out (<= 0): another process held the bucket (PostgreSQL's table lock is taken
+            # NOWAIT) or the entry it looked at has just expired: try again shortly.
+            self.sleep(wait_ms / 1000 + self.margin if wait_ms > 0 else random.uniform(0.01, 0.05))  # noqa: S311
 
     def _leak(self, slot: _Slot, now_ms: int) -> None:
         """Drop entries older than the window now and then (counts only look inside the window anyway)."""
