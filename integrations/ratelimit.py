@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "shopbridge:ratelimit:"
 # Slack on top of each computed wait: the upstream stamps a request when it arrives, later than we stamp it
-# here, and uneven network or scheduling delay must not squeeze one more request into its window.
-DEFAULT_MARGIN_SECONDS = 0.5
+# here, and uneven network or scheduling delay (a busy worker machine stalls a process for hundreds of ms)
+# must not squeeze one more request into its window. Costs 1 s per window: 3 % of Nhanh's 30 s.
+DEFAULT_MARGIN_SECONDS = 1.0
 # Added to a lock's end: the upstream's clock and ours differ a little.
 LOCK_MARGIN_SECONDS = 0.5
 LEAK_EVERY_SECONDS = 10.0
@@ -104,6 +105,27 @@ return 1
 """
 
 
+def _redis_bucket_class():
+    """pyrate-limiter's RedisBucket, counting every entry from the window's start on. Its script counts
+    ``ZCOUNT window_start now`` with ``now`` read from the caller's clock before the call: an entry another
+    process stamped a few ms later but inserted first is then not counted, and two processes take the last
+    slot together (seen under load as one lock-out per burst). Counting up to +inf closes that gap."""
+    from pyrate_limiter import RedisBucket
+    from pyrate_limiter.buckets.redis_bucket import LuaScript
+
+    original = "redis.call('ZCOUNT', bucket, window_start, now)"
+    if original not in LuaScript.PUT_ITEM:
+        raise RuntimeError("pyrate-limiter's Redis script changed: review integrations.ratelimit")
+    script = LuaScript.PUT_ITEM.replace(original, "redis.call('ZCOUNT', bucket, window_start, '+inf')")
+
+    class WholeWindowRedisBucket(RedisBucket):
+        @classmethod
+        def init(cls, rates, redis, bucket_key, algorithm=None):
+            return cls(rates, redis, bucket_key, redis.script_load(script), algorithm)
+
+    return WholeWindowRedisBucket
+
+
 class RedisStore(RateStore):
     name = "redis"
 
@@ -112,11 +134,10 @@ class RedisStore(RateStore):
 
         self.redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         self._lock_script = self.redis.register_script(_REDIS_LOCK_SCRIPT)
+        self._bucket_class = _redis_bucket_class()
 
     def bucket(self, key: str, rate: Rate) -> AbstractBucket:
-        from pyrate_limiter import RedisBucket
-
-        return RedisBucket.init([rate], self.redis, f"{KEY_PREFIX}bucket:{key}")
+        return self._bucket_class.init([rate], self.redis, f"{KEY_PREFIX}bucket:{key}")
 
     def lock(self, key: str, until: float) -> None:
         self._lock_script(keys=[f"{KEY_PREFIX}lock:{key}"], args=[repr(until), int(until * 1000) + 1000])
@@ -261,16 +282,17 @@ class SharedLimiter:
                 slot = self._slots[rate_key] = _Slot(self.store.bucket(key, Rate(limit, Duration.SECOND * seconds)))
             return slot
 
-    def acquire(self, key: str, *, limit: int, seconds: float) -> float:
-        """Block until ``key`` is not locked and a request fits its window; returns the seconds waited."""
-        if limit < 1:
-            raise ValueError(f"a rate limit needs at least one request per window, not {limit}")
+    def acquire(self, key: str, *, limit: int, seconds: float, weight: int = 1) -> float:
+        """Block until ``key`` is not locked and ``weight`` units (1: a request; a cost for cost-based
+        budgets) fit its window; returns the seconds waited."""
+        if not 1 <= weight <= limit:
+            raise ValueError(f"{weight} units can never fit a budget of {limit} per {seconds} s")
         slot = self._slot(key, limit, seconds)
         started = time.monotonic()
         while True:
             self.wait_for_lock(key)
             with slot.guard:
-                item = RateItem(key, slot.bucket.now(), weight=1)
+                item = RateItem(key, slot.bucket.now(), weight=weight)
                 admitted = slot.bucket.put(item)
                 wait_ms = 0 if admitted else slot.bucket.waiting(item)
                 self._leak(slot, item.timestamp)

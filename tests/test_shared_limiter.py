@@ -103,6 +103,21 @@ def test_limiters_on_one_store_share_the_window(store_url_for):
     assert time.monotonic() - started >= 2.0  # 14 at 5 a second: two full windows waited
 
 
+def test_an_entry_stamped_later_but_stored_first_still_counts(store_url_for):
+    """Two processes read their clocks, then the later one writes first: the earlier one must still see it
+    (pyrate-limiter's Redis script counted only up to its own stamp; see ratelimit._redis_bucket_class)."""
+    from pyrate_limiter import Duration, Rate, RateItem
+
+    store = open_store(store_url_for)
+    try:
+        bucket = store.bucket(unique_key("order"), Rate(1, Duration.SECOND * 10))
+        now = int(time.time() * 1000)
+        assert bucket.put(RateItem("b", now + 20))  # stamped 20 ms later, stored first
+        assert not bucket.put(RateItem("a", now))  # the one slot is taken
+    finally:
+        store.close()
+
+
 def test_a_lock_recorded_by_one_limiter_holds_the_other(store_url_for):
     key = unique_key("lock")
     first, second = (SharedLimiter(open_store(store_url_for), margin_seconds=0.05) for _ in range(2))
