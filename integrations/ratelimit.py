@@ -42,9 +42,10 @@ from pyrate_limiter import AbstractBucket, Duration, InMemoryBucket, Rate, RateI
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "shopbridge:ratelimit:"
-# Slack on top of each computed wait: the upstream stamps a request when it arrives, later than we stamp it
-# here, and uneven network or scheduling delay (a busy worker machine stalls a process for hundreds of ms)
-# must not squeeze one more request into its window. Costs 1 s per window: 3 % of Nhanh's 30 s.
+# Slack added to every window: the upstream stamps a request when it arrives, later than we stamp it here,
+# and uneven network or scheduling delay (a busy worker machine stalls a process for hundreds of ms) must not
+# squeeze one more request into its window. The budget is kept as ``limit`` per ``seconds + margin`` (not as
+# a longer sleep: a process coming back from other work would skip it). Costs 1 s a window: 3 % of 30 s.
 DEFAULT_MARGIN_SECONDS = 1.0
 # Added to a lock's end: the upstream's clock and ours differ a little.
 LOCK_MARGIN_SECONDS = 0.5
@@ -275,11 +276,11 @@ class SharedLimiter:
         return self.store.name
 
     def _slot(self, key: str, limit: int, seconds: float) -> _Slot:
-        rate_key = (key, limit, int(seconds * 1000))
+        window_ms = int((seconds + self.margin) * Duration.SECOND)
         with self._guard:
-            slot = self._slots.get(rate_key)
+            slot = self._slots.get((key, limit, window_ms))
             if slot is None:
-                slot = self._slots[rate_key] = _Slot(self.store.bucket(key, Rate(limit, Duration.SECOND * seconds)))
+                slot = self._slots[(key, limit, window_ms)] = _Slot(self.store.bucket(key, Rate(limit, window_ms)))
             return slot
 
     def acquire(self, key: str, *, limit: int, seconds: float, weight: int = 1) -> float:
@@ -303,8 +304,9 @@ class SharedLimiter:
                     return time.monotonic() - started
                 continue
             # No wait worked out (<= 0): another process held the bucket (PostgreSQL's table lock is taken
-            # NOWAIT) or the entry it looked at has just expired: try again shortly.
-            self.sleep(wait_ms / 1000 + self.margin if wait_ms > 0 else random.uniform(0.01, 0.05))  # noqa: S311
+            # NOWAIT) or the entry it looked at has just expired: try again shortly. The jitter spreads
+            # processes that wake for the same freed slot.
+            self.sleep(max(wait_ms, 0) / 1000 + random.uniform(0.005, 0.03))  # noqa: S311
 
     def _leak(self, slot: _Slot, now_ms: int) -> None:
         """Drop entries older than the window now and then (counts only look inside the window anyway)."""

@@ -118,6 +118,22 @@ def test_an_entry_stamped_later_but_stored_first_still_counts(store_url_for):
         store.close()
 
 
+def test_the_margin_holds_for_a_caller_that_comes_back_late(store_url_for):
+    """The slack is part of the window, not only of the waits: a process busy elsewhere that asks just after
+    a window has passed is still held back by the margin."""
+    limiter = SharedLimiter(open_store(store_url_for), margin_seconds=0.4)
+    key = unique_key("late")
+    try:
+        first = time.monotonic()
+        limiter.acquire(key, limit=2, seconds=1)
+        limiter.acquire(key, limit=2, seconds=1)
+        time.sleep(max(1.05 - (time.monotonic() - first), 0))  # the 1 s window has passed
+        limiter.acquire(key, limit=2, seconds=1)
+        assert time.monotonic() - first >= 1.4
+    finally:
+        limiter.close()
+
+
 def test_a_lock_recorded_by_one_limiter_holds_the_other(store_url_for):
     key = unique_key("lock")
     first, second = (SharedLimiter(open_store(store_url_for), margin_seconds=0.05) for _ in range(2))
