@@ -191,6 +191,9 @@ SHOPBRIDGE = {
     "SYNC_CONCURRENCY": env.int("SHOPBRIDGE_SYNC_CONCURRENCY", default=8),
     # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
     "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
+    # Where the request budgets shared by every process live (integrations/ratelimit.py): empty chooses Redis
+    # (a redis:// broker), else PostgreSQL (the database), else a SQLite file in var/.
+    "RATE_LIMIT_URL": env.str("SHOPBRIDGE_RATE_LIMIT_URL", default=""),
 }
 
 LOGGING = {

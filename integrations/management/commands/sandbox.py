@@ -23,12 +23,15 @@ class Command(BaseCommand):
         parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
         parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
+        parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
+                            help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
+                                 "changes from page to page). Also at run time: POST /_sandbox/nhanh/faults.")
 
     def handle(self, *args, **o):
         options = SandboxOptions(
             seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
-            latency_ms=o["latency_ms"],
+            latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"],
         )
         only = [n.strip() for n in o["only"].split(",") if n.strip()] or None
         apps = build_apps(options, only)
