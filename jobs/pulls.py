@@ -43,6 +43,8 @@ FLUSH_EVERY_SECONDS = 10
 class Page:
     rows: list[dict]
     cursor_after: Any  # where to resume after this page; None when it was the last page
+    progress: dict | None = None  # what the upstream is doing (e.g. a bulk operation's stage), for the job
+    total: int | None = None  # rows expected in all, when the upstream can say (for a progress bar)
 
 
 class PullSource(Protocol):
