@@ -209,6 +209,8 @@ class ShopifyClient(BaseClient):
         self.session.headers["Accept"] = "application/json"
         self.cost_budget = cost_budget
         self.tokens_obtained = 0  # client-credentials grants this client made
+        self.tokens_refused = 0  # 401s that made it renew a token before its expiry
+        self._token_cache = None  # the StoredToken in use
         self.path = f"/admin/api/{api_version}/graphql.json"
         # Cost accounting, read by benchmarks and job metadata.
         self.calls = 0  # HTTP requests sent, retries included
@@ -328,13 +330,20 @@ class ShopifyClient(BaseClient):
                     raise
                 # Revoked or expired early: renew once (unless another worker already did) and resend.
                 log.info("shopify: access token refused (401); renewing it")
+                with self._lock:
+                    self.tokens_refused += 1
                 token = self._renew_token(stale=token)
         raise AssertionError("unreachable")
 
     # --- expiring tokens (client-credentials grant) ----------------------------------------------------
     def _current_token(self) -> str:
+        # The token in hand while it is usable; then the store (another worker may have renewed it).
+        cached = self._token_cache
+        if cached is not None and cached.usable():
+            return cached.token
         stored = self.token_store.load()
         if stored is not None and stored.usable():
+            self._token_cache = stored
             return stored.token
         return self._renew_token(stale=stored.token if stored else None)
 
@@ -344,7 +353,8 @@ class ShopifyClient(BaseClient):
                 self.tokens_obtained += 1
             return self.credentials.obtain()
 
-        return self.token_store.renew(stale, fetch).token
+        self._token_cache = self.token_store.renew(stale, fetch)
+        return self._token_cache.token
 
     def _reserve_shared(self, expected_cost: float | None) -> float:
         """Wait until the bucket estimate shared with other processes holds ``expected_cost``; take it."""
