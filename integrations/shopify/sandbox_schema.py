@@ -60,9 +60,8 @@ type PageInfo { hasNextPage: Boolean! hasPreviousPage: Boolean! startCursor: Str
 type MoneyV2 { amount: Decimal! currencyCode: CurrencyCode! }
 
 type CustomerEmailAddress {
-  emailAddress: String
+  emailAddress: String!
   marketingState: CustomerEmailAddressMarketingState!
-  validFormat: Boolean!
 }
 
 type CustomerPhoneNumber { phoneNumber: String! }
