@@ -28,18 +28,17 @@ State = dict[str, float] | None
 STATE_TTL_SECONDS = 3600  # an idle shop's estimate is dropped (a full bucket is then assumed)
 
 
-def reserve_points(state: State, cost: float, now: float) -> tuple[State, float]:
-    """Take ``cost`` from the estimate: (new state, 0) if it holds it, else (state, seconds to wait)."""
+def reserve_points(state: State, cost: float, now: float) -> tuple[State, tuple[float, float]]:
+    """Take ``cost`` from the estimate: (new state, (0, points taken)) if it holds it, else
+    (state, (seconds to wait, 0)). Points taken are what the answer's settlement may give back."""
     if state is None:  # nothing known yet: the first answer tells
-        return state, 0.0
+        return state, (0.0, 0.0)
     maximum, restore = state["max"], state["restore"]
     avail = min(maximum, state["avail"] + max(now - state["at"], 0.0) * restore)
     cost = min(cost, maximum)  # a query dearer than the bucket goes when the bucket is full
-    if avail >= cost:
-        return {**state, "avail": avail - cost, "at": now}, 0.0
-    if restore <= 0:
-        return {**state, "avail": avail, "at": now}, 0.0
-    return {**state, "avail": avail, "at": now}, (cost - avail) / restore
+    if avail >= cost or restore <= 0:
+        return {**state, "avail": avail - cost, "at": now}, (0.0, cost)
+    return {**state, "avail": avail, "at": now}, ((cost - avail) / restore, 0.0)
 
 
 def settle_points(state: State, reserved: float, actual: float | None, status: dict | None,
@@ -119,11 +118,13 @@ class SharedCostBudget:
         self.backend = backend
         self.key = "shopbridge:shopify-cost:" + hashlib.sha1(shop_url.rstrip("/").encode()).hexdigest()[:16]  # noqa: S324
 
-    def reserve(self, cost: float) -> float:
-        """0 if ``cost`` points were taken now; else the seconds to wait before asking again."""
+    def reserve(self, cost: float) -> tuple[float, float]:
+        """``(0, points taken)`` if the estimate held ``cost`` (taken: what ``settle`` may give back; 0 while
+        nothing is known); else ``(seconds to wait before asking again, 0)``."""
         return self.backend.update(self.key, lambda state: reserve_points(state, cost, time.time()))
 
     def settle(self, reserved: float, actual: float | None, status: dict | None) -> None:
+        """``reserved``: the points ``reserve`` took for this call."""
         self.backend.update(self.key, lambda state: (
             settle_points(state, reserved, actual, status, time.time()), None))
 

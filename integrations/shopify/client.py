@@ -38,6 +38,7 @@ DEFAULT_API_VERSION = "2026-10"
 MAX_PAGE_SIZE = 250
 MAX_METAFIELDS_PER_CALL = 25
 MAX_QUERY_COST = 1000
+UNKNOWN_QUERY_COST = 250.0  # reserved from a shared budget for a query whose cost is not known yet
 
 # Customer fields as named in 2026-10 (defaultEmailAddress/defaultPhoneNumber replace the deprecated
 # email/phone). Each nested object costs a point per customer, so this set costs ~7 points a row.
@@ -303,6 +304,9 @@ class ShopifyClient(BaseClient):
         query = (kwargs.get("json") or {}).get("query")
         expected = self._expected_cost.get(query, estimated)
         shared = self.cost_budget is not None
+        if shared and expected is None:
+            # Other processes may have drained the bucket: take a guess now; the answer refunds the excess.
+            expected = UNKNOWN_QUERY_COST
         reserved = self._reserve_shared(expected) if shared else self._reserve(expected)
         try:
             return self._send_authenticated(method, path, **kwargs)
@@ -361,9 +365,9 @@ class ShopifyClient(BaseClient):
         if not expected_cost:
             return 0.0
         while True:
-            wait = self.cost_budget.reserve(expected_cost)
+            wait, taken = self.cost_budget.reserve(expected_cost)
             if wait <= 0:
-                return expected_cost
+                return taken
             with self._lock:
                 self.paced_seconds += wait
             log.debug("shopify: waiting %.2f s for %.0f cost points (shared budget)", wait, expected_cost)
