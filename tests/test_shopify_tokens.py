@@ -180,3 +180,24 @@ def test_the_admin_keeps_the_client_secret_masked(app_connection, client, django
     assert SANDBOX_CLIENT_SECRET[-4:] in page and "expires" in page
     listing = client.get("/admin/integrations/connection/").content.decode()
     assert "token until" in listing and conn.issued_token not in listing
+
+
+def test_the_sandbox_command_refuses_a_bad_token_ttl_in_one_line():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--shopify-token-ttl must be > 0"):
+        call_command("sandbox", "--shopify-token-ttl", "0", "--port", "0")
+    with pytest.raises(CommandError, match="rows-per-second"):
+        call_command("sandbox", "--shopify-bulk-rows-per-second", "-1", "--port", "0")
+
+
+def test_a_bulk_pull_outlives_its_tokens(sandbox_factory):
+    from integrations.shopify.bulk import ShopifyBulkSource
+
+    server = sandbox_factory(customers=600, seed=4, rate_limit=False, only=["shopify"], shopify_token_ttl=0.8,
+                             shopify_bulk_rows_per_second=300)  # ~2 s of Shopify work: tokens expire meanwhile
+    client = app_client(server)
+    pages = list(ShopifyBulkSource.customers(client, page_size=200, poll_seconds=0.1).pages(None))
+    rows = [row for page in pages for row in page.rows]
+    assert sorted(int(r["legacyResourceId"]) for r in rows) == hook(server, "expected", {"query": None})
+    assert client.tokens_obtained >= 3 and hook(server, "stats")["tokens_issued"] == client.tokens_obtained
