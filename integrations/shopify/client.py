@@ -252,10 +252,17 @@ class ShopifyClient(BaseClient):
         ``retry_unavailable=False``: a timeout, 5xx or dropped connection is raised at once (for writes
         that are not safe to repeat blindly); rate limits are still waited out and retried."""
         body = {"query": query, "variables": variables or {}}
-        if not retry_unavailable:
-            payload = self._call_without_blind_retries(body, estimated_cost)
-        else:
-            payload = self.call("POST", self.path, json=body, _estimated_cost=estimated_cost)
+        # In-process pacing reserves once per call (its retries wait as the server says); a shared budget
+        # reserves per attempt (see _send_once), as other processes spend the bucket meanwhile.
+        reserved = self._reserve(self._expected_cost.get(query, estimated_cost)) if self.cost_budget is None else 0
+        try:
+            if not retry_unavailable:
+                payload = self._call_without_blind_retries(body, estimated_cost)
+            else:
+                payload = self.call("POST", self.path, json=body, _estimated_cost=estimated_cost)
+        finally:
+            with self._lock:
+                self._in_flight -= reserved
         requested = _cost_of(payload).get("requestedQueryCost")
         if requested is not None:
             self._expected_cost[query] = float(requested)
@@ -299,23 +306,21 @@ class ShopifyClient(BaseClient):
         return min(float(t["maximumAvailable"]), float(t["currentlyAvailable"]) + refill)
 
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
-        # Each attempt reserves its cost before it is sent (a THROTTLED answer gives it back).
         estimated = kwargs.pop("_estimated_cost", None)
+        if self.cost_budget is None:
+            return self._send_authenticated(method, path, **kwargs)
+        # Shared budget: each attempt takes its cost from the estimate every process shares before it is
+        # sent; the answer settles it (a THROTTLED one gives it all back).
         query = (kwargs.get("json") or {}).get("query")
         expected = self._expected_cost.get(query, estimated)
-        shared = self.cost_budget is not None
-        if shared and expected is None:
+        if expected is None:
             # Other processes may have drained the bucket: take a guess now; the answer refunds the excess.
             expected = UNKNOWN_QUERY_COST
-        reserved = self._reserve_shared(expected) if shared else self._reserve(expected)
+        reserved = self._reserve_shared(expected)
         try:
             return self._send_authenticated(method, path, **kwargs)
         finally:
-            if self.cost_budget is not None:
-                self.cost_budget.settle(reserved, *self._take_answer_cost())
-            else:
-                with self._lock:
-                    self._in_flight -= reserved
+            self.cost_budget.settle(reserved, *self._take_answer_cost())
 
     def _send_authenticated(self, method: str, path: str, **kwargs) -> Any:
         if self.credentials is None:
