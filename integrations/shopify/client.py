@@ -4,7 +4,13 @@ Shopify limits an (app, shop) pair with a leaky bucket of cost points and report
 call (``extensions.cost.throttleStatus``). The client remembers that report and, before the next call,
 waits just long enough for the bucket to hold the query's expected cost, so a long pull runs at the
 restore rate instead of bouncing off THROTTLED. When it is throttled anyway (another client of the same
-app), it waits exactly the deficit the server reported, through the base class's bounded retries.
+app), it waits exactly the deficit the server reported, through the base class's bounded retries. Built
+from a connection, the estimate is shared by every process calling the shop (``budget``).
+
+Also here: expiring tokens by the client-credentials grant (``tokens``), bulk query operations (started,
+polled, cancelled here; downloaded and ingested by ``bulk.ShopifyBulkSource``), ``customersCount``, a
+``customerCreate`` that is not repeated blindly after a failure that may have committed it, and
+``test_connection``.
 """
 
 from __future__ import annotations
