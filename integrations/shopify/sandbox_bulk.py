@@ -105,6 +105,7 @@ class BulkRunner:
         self._lock = threading.Lock()
         self._dir = tempfile.TemporaryDirectory(prefix="shopify-sandbox-bulk-")
         self._key = secrets.token_bytes(16)
+        self.clock_skew = 0.0  # seconds the result URLs' clock runs ahead (a test jumps "a week later")
 
     # --- the API ----------------------------------------------------------------------------------
     def run_query(self, query: str, *, version: str, url_base: str) -> dict:
@@ -161,7 +162,7 @@ class BulkRunner:
         """The BulkOperation object as the API shows it."""
         if op is None:
             return None
-        expired = op.expires_at is not None and time.time() > op.expires_at
+        expired = op.expires_at is not None and self.now() > op.expires_at
         status = "EXPIRED" if expired and op.status in ("COMPLETED", "FAILED") else op.status
         url = self._signed_url(op) if op.has_result and op.status == "COMPLETED" else None
         partial = self._signed_url(op) if op.has_result and op.status == "FAILED" else None
@@ -190,21 +191,23 @@ class BulkRunner:
                 or not hmac.compare_digest(signature, self._signature(op)):
             return 403, _gcs_error("SignatureDoesNotMatch", "The request signature we calculated does not "
                                    "match the signature you provided."), "application/xml; charset=UTF-8"
-        if time.time() > int(expires):
+        if self.now() > int(expires):
             stamp = datetime.fromtimestamp(int(expires), UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
             return 400, _gcs_error("ExpiredToken", "The provided token has expired.",
                                    f"Request signature expired at: {stamp}"), "application/xml; charset=UTF-8"
         with open(op.path, "rb") as f:
             return 200, f.read(), "application/jsonl"
 
+    def now(self) -> float:
+        return time.time() + self.clock_skew
+
     def expire_results(self) -> int:
-        """Test hook: make every result URL already expired."""
-        past = time.time() - 1
+        """Test hook: move the clock past every result URL's expiry (as if a week had gone by)."""
         with self._lock:
-            for op in self.ops.values():
-                if op.expires_at is not None:
-                    op.expires_at = past
-        return len(self.ops)
+            ends = [op.expires_at for op in self.ops.values() if op.expires_at is not None]
+            if ends:
+                self.clock_skew = max(self.clock_skew, max(ends) - time.time() + 1)
+        return len(ends)
 
     # --- validation -----------------------------------------------------------------------------------
     def _check(self, query: str) -> str | None:
@@ -351,7 +354,7 @@ class BulkRunner:
         op.status, op.error_code, op.completed_at = status, error_code, iso_now()
         op.has_result = result and op.object_count > 0  # an empty result has url null
         op.file_size = os.path.getsize(op.path) if op.has_result else None
-        op.expires_at = time.time() + self.url_ttl_seconds if op.has_result else None
+        op.expires_at = self.now() + self.url_ttl_seconds if op.has_result else None
 
 
 def _split(node: dict, parent_id: str | None) -> tuple[dict, list[dict]]:
