@@ -358,3 +358,15 @@ def test_result_urls_are_signed_and_expire_like_cloud_storage_urls(sandbox_facto
     with pytest.raises(BulkResultExpired, match="ExpiredToken"):
         download_jsonl(done["url"], tmp_path)
     assert client.bulk_operation(done["id"])["status"] == "EXPIRED"
+
+
+def test_an_operation_started_before_any_checkpoint_is_found_again(sandbox_factory):
+    """Killed between starting the operation and checkpointing its id: the next run finds the app's running
+    operation of the same query instead of starting a second one."""
+    server = start(sandbox_factory, customers=500, rows_per_second=1000)
+    client = make_client(server)
+    orphan = client.bulk_run_query(customers_bulk_query())["id"]
+    pages = list(source(client).pages(None))
+    assert {p.cursor_after["bulk_id"] for p in pages if p.cursor_after} == {orphan}
+    assert len([row for p in pages for row in p.rows]) == 500
+    assert hook(server, "stats")["bulk_operations_started"] == 1

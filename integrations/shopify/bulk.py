@@ -208,6 +208,14 @@ class ShopifyBulkSource:
         try:
             while True:
                 started_here = False
+                if not bulk_id and not reruns:
+                    # Killed after starting an operation but before its id was checkpointed: the app's latest
+                    # operation, still running this very query, is ours.
+                    current = self.client.current_bulk_operation()
+                    if current and current.get("status") in ACTIVE_STATUSES and \
+                            current.get("query") == self.bulk_query:
+                        bulk_id, line = current["id"], 0
+                        log.info("shopify: re-attached to running bulk operation %s", bulk_id)
                 if not bulk_id:
                     operation = self.client.start_bulk_query(self.bulk_query, wait_seconds=self.in_progress_wait)
                     bulk_id, line, started_here = operation["id"], 0, True

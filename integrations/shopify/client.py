@@ -109,7 +109,7 @@ query ShopBridgeBulkOperation($id: ID!) {
 
 CURRENT_BULK_OPERATION = """
 query ShopBridgeCurrentBulkOperation {
-  currentBulkOperation(type: QUERY) { BULK_OPERATION_FIELDS }
+  currentBulkOperation(type: QUERY) { BULK_OPERATION_FIELDS query }
 }
 """.replace("BULK_OPERATION_FIELDS", BULK_OPERATION_FIELDS)
 
