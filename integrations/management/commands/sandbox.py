@@ -23,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
         parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
+        parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
+                            help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
+                                 "changes from page to page). Also at run time: POST /_sandbox/nhanh/faults.")
         parser.add_argument("--shopify-token-ttl", type=float, default=86_400.0,
                             help="Seconds a client-credentials token lasts (Shopify: ~24 h).")
         parser.add_argument("--shopify-bulk-rows-per-second", type=float, default=2000.0,
@@ -32,7 +35,7 @@ class Command(BaseCommand):
         options = SandboxOptions(
             seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
-            latency_ms=o["latency_ms"], shopify_token_ttl=o["shopify_token_ttl"],
+            latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"], shopify_token_ttl=o["shopify_token_ttl"],
             shopify_bulk_rows_per_second=o["shopify_bulk_rows_per_second"],
         )
         if o["shopify_token_ttl"] <= 0 or o["shopify_bulk_rows_per_second"] < 0:
