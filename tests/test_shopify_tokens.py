@@ -48,7 +48,7 @@ def test_a_token_is_obtained_once_and_reused(sandbox_factory):
                                         "API 2026-10")
     for _ in range(3):
         assert client.graphql(PAGE)["customers"]["nodes"]
-    assert client.tokens_obtained == 1 and hook(server, "stats")["tokens_issued"] == 1
+    assert client.tokens_obtained == 1 and hook(server, "stats")["tokens_issued"] == 1  # the test obtained it
     stored = client.token_store.load()
     assert stored.token.startswith("shpat_") and 86_000 < stored.expires_at - time.time() <= 86_400
 
@@ -201,3 +201,14 @@ def test_a_bulk_pull_outlives_its_tokens(sandbox_factory):
     rows = [row for page in pages for row in page.rows]
     assert sorted(int(r["legacyResourceId"]) for r in rows) == hook(server, "expected", {"query": None})
     assert client.tokens_obtained >= 3 and hook(server, "stats")["tokens_issued"] == client.tokens_obtained
+
+
+def test_test_connection_says_ok_with_the_shop_or_what_is_wrong(app_connection):
+    from integrations.clients import check_connection
+
+    _, conn = app_connection
+    assert check_connection(conn) == (True, "Shopify: OK: shop ShopBridge Sandbox "
+                                            "(shopbridge-sandbox.myshopify.com), API 2026-10")
+    conn.client_secret = "shpss_not_the_secret_000000"  # the token obtained with the right one is still stored
+    ok, text = check_connection(conn)
+    assert not ok and "refused the client id / client secret" in text and conn.client_secret not in text

@@ -551,6 +551,10 @@ class ShopifyClient(BaseClient):
     def test_connection(self) -> str:
         """One cheap authenticated call: ``"OK: shop <name> (<domain>)"``. Raises the typed error
         (AuthRejected for refused credentials, UpstreamUnavailable when unreachable …) otherwise."""
+        if self.credentials is not None:
+            # Prove the client id + secret themselves, not only a token obtained with them earlier.
+            stored = self.token_store.load()
+            self._renew_token(stale=stored.token if stored else None)
         shop = self.graphql(SHOP_QUERY)["shop"]
         return f"OK: shop {shop['name']} ({shop['myshopifyDomain']}), API {self.api_version}"
 
