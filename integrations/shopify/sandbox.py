@@ -315,7 +315,9 @@ class ShopifySandbox(SandboxApp):
             # Commit-then-fail: the write is applied, then the connection drops before the answer.
             self.faults.drop_after_commit_next -= 1
             return None
-        return SandboxResponse(status, payload, headers)
+        throttled = any((e.get("extensions") or {}).get("code") == "THROTTLED" for e in payload.get("errors") or ()
+                        if isinstance(e, dict))
+        return SandboxResponse(status, payload, headers, rate_limited=throttled)
 
     # --- client-credentials grant ---------------------------------------------------------------------
     def token_valid(self, token: str | None) -> bool:
@@ -427,7 +429,8 @@ class ShopifySandbox(SandboxApp):
     def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
         text = ("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted "
                 "service.")
-        return SandboxResponse(429, {"errors": text}, {"Retry-After": f"{max(retry_after, 0):.1f}"})
+        return SandboxResponse(429, {"errors": text}, {"Retry-After": f"{max(retry_after, 0):.1f}"},
+                               rate_limited=True)
 
     def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
         text = "Internal Server Error" if status == 500 else "Service Unavailable"
@@ -484,7 +487,8 @@ class ShopifySandbox(SandboxApp):
         return {"customers": self.store.count(), "created": len(self.store.created_ids),
                 "changed": len(self.store.changed), "metafields_written": self.store.metafields_written,
                 "cost_spent": self.cost_spent, "throttled": self.throttled,
-                "requests_served": self.requests_served, "throttle_status": self.bucket.status(),
+                "requests_served": self.requests_served, "rate_limited": self.rate_limited,
+                "throttle_status": self.bucket.status(),
                 "tokens_issued": self.tokens_issued, "bulk_operations_started": self.bulk.started}
 
     def status(self) -> dict:
