@@ -68,6 +68,7 @@ class Faults:
     malformed_rate: float = 0.0  # share of rows an app corrupts (missing id, bad date, wrong type)
     rate_limit_enabled: bool = True
     auth_reject: bool = False  # refuse every credential
+    drop_after_commit_next: int = 0  # apply the next N writes, then drop the connection unanswered
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +108,8 @@ class SandboxOptions:
     rate_limit: bool = True
     latency_ms: int = 0
     nhanh_cursor: str = "object"  # paginator.next shape: object | array | mixed (see NhanhFaults)
+    shopify_token_ttl: float = 86_400.0  # lifetime of client-credentials tokens (Shopify: ~24 h)
+    shopify_bulk_rows_per_second: float = 2000.0  # server-side speed of bulk operations (0: unthrottled)
 
 
 class SandboxApp:

@@ -26,13 +26,20 @@ class Command(BaseCommand):
         parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
                             help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
                                  "changes from page to page). Also at run time: POST /_sandbox/nhanh/faults.")
+        parser.add_argument("--shopify-token-ttl", type=float, default=86_400.0,
+                            help="Seconds a client-credentials token lasts (Shopify: ~24 h).")
+        parser.add_argument("--shopify-bulk-rows-per-second", type=float, default=2000.0,
+                            help="Objects a bulk operation writes per second (0: as fast as possible).")
 
     def handle(self, *args, **o):
         options = SandboxOptions(
             seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
-            latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"],
+            latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"], shopify_token_ttl=o["shopify_token_ttl"],
+            shopify_bulk_rows_per_second=o["shopify_bulk_rows_per_second"],
         )
+        if o["shopify_token_ttl"] <= 0 or o["shopify_bulk_rows_per_second"] < 0:
+            raise CommandError("--shopify-token-ttl must be > 0 and --shopify-bulk-rows-per-second ≥ 0")
         only = [n.strip() for n in o["only"].split(",") if n.strip()] or None
         apps = build_apps(options, only)
         if not apps:
