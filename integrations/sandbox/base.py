@@ -101,6 +101,7 @@ class SandboxOptions:
     products: int = 300
     rate_limit: bool = True
     latency_ms: int = 0
+    shopee_shops: list[int] | None = None  # campaign counts of the Shopee sandbox's shops (None: its default)
 
 
 class SandboxApp:
