@@ -449,7 +449,7 @@ def run_performance_stage(shop_pk: int, run_id) -> None:
         shop_rows = clients[0].shop_daily_performance(start, end)
         _upsert_shop_days(shop, shop_rows)
         with ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="ads-perf") as pool:
-            futures = [pool.submit(clients[i % len(clients)].campaign_daily_performance, batch, start, end)
+            futures = [pool.submit(_closing, clients[i % len(clients)].campaign_daily_performance, batch, start, end)
                        for i, batch in enumerate(batches)]
             for future in futures:  # stored here, on this thread: one DB connection
                 _upsert_campaign_days(campaign_pk, future.result())
@@ -462,6 +462,14 @@ def run_performance_stage(shop_pk: int, run_id) -> None:
         for c in clients:
             c.close()
     finish_run(shop_pk, run_id, performance_error=error)
+
+
+def _closing(fn, *args):
+    """Run ``fn`` on a pool thread and close the DB connection it may have opened (the token lookup)."""
+    try:
+        return fn(*args)
+    finally:
+        connections.close_all()
 
 
 def _upsert_campaign_days(campaign_pk: dict[int, int], blocks: list[dict]) -> None:
