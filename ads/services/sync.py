@@ -51,6 +51,7 @@ from ..models import (
     SyncType,
     stuck_cutoff,
 )
+from . import bulk
 from .tokens import shop_client
 
 log = logging.getLogger(__name__)
@@ -323,22 +324,25 @@ def run_claimed_chunk(chunk_pk: int, *, client, sleep: Callable[[float], None] =
         run_performance_stage(chunk.shop_id, chunk.run_id)
 
 
-def _campaign_row(shop: Shop, info: dict, run_id, now) -> Campaign:
+def _campaign_row(shop: Shop, info: dict, run_id, now) -> dict:
     common = info.get("common_info") or {}
     duration = common.get("campaign_duration") or {}
 
     def stamp(value):
         return datetime.fromtimestamp(int(value), tz=UTC) if value else None
 
-    extra = {k: v for k, v in info.items() if k not in ("campaign_id", "common_info")}
-    return Campaign(
-        shop=shop, campaign_id=int(info["campaign_id"]), ad_type=str(common.get("ad_type") or "")[:10],
-        name=str(common.get("ad_name") or "")[:300], status=str(common.get("campaign_status") or "")[:20],
-        bidding_method=str(common.get("bidding_method") or "")[:10],
-        placement=str(common.get("campaign_placement") or "")[:20],
-        daily_budget=_dec(common.get("campaign_budget")) if "campaign_budget" in common else None,
-        start_time=stamp(duration.get("start_time")), end_time=stamp(duration.get("end_time")),
-        settings=extra, raw=info, synced_at=now, run_id=run_id)
+    return {
+        "shop_id": shop.pk, "campaign_id": int(info["campaign_id"]), "ad_type": str(common.get("ad_type") or "")[:10],
+        "name": str(common.get("ad_name") or "")[:300], "status": str(common.get("campaign_status") or "")[:20],
+        "bidding_method": str(common.get("bidding_method") or "")[:10],
+        "placement": str(common.get("campaign_placement") or "")[:20],
+        "daily_budget": _dec(common.get("campaign_budget")) if "campaign_budget" in common else None,
+        "total_budget": None, "start_time": stamp(duration.get("start_time")),
+        "end_time": stamp(duration.get("end_time")),
+        # The bidding blocks (manual/auto) as served; ``raw`` keeps the common block they sit beside.
+        "settings": {k: v for k, v in info.items() if k not in ("campaign_id", "common_info")},
+        "raw": common, "synced_at": now, "run_id": run_id,
+    }
 
 
 CAMPAIGN_FIELDS = ["ad_type", "name", "status", "bidding_method", "placement", "daily_budget", "start_time",
@@ -350,8 +354,9 @@ def _store_chunk(chunk: SyncQueue, rows: list[dict], seconds: float) -> bool:
     the one caller whose chunk completed the campaign stage."""
     now = timezone.now()
     wanted = set(chunk.campaign_ids)
-    objs = [_campaign_row(chunk.shop, r, chunk.run_id, now) for r in rows
-            if r.get("campaign_id") is not None and int(r["campaign_id"]) in wanted]
+    objs = list({row["campaign_id"]: row for row in (
+        _campaign_row(chunk.shop, r, chunk.run_id, now) for r in rows
+        if r.get("campaign_id") is not None and int(r["campaign_id"]) in wanted)}.values())
     with transaction.atomic():
         progress = SyncProgress.objects.filter(shop_id=chunk.shop_id, run_id=chunk.run_id)
         if not SyncQueue.objects.filter(pk=chunk.pk, status=QueueStatus.PROCESSING).update(
@@ -359,8 +364,7 @@ def _store_chunk(chunk: SyncQueue, rows: list[dict], seconds: float) -> bool:
             return False  # reset or taken over meanwhile: this run no longer owns the chunk
         if not progress.filter(stage=Stage.SYNCING_CAMPAIGNS).exists():
             return False
-        Campaign.objects.bulk_create(objs, update_conflicts=True, unique_fields=["shop", "campaign_id"],
-                                     update_fields=CAMPAIGN_FIELDS, batch_size=500)
+        bulk.upsert(Campaign, objs, unique_fields=["shop", "campaign_id"], update_fields=CAMPAIGN_FIELDS)
         progress.update(chunks_done=F("chunks_done") + 1, synced_campaigns=F("synced_campaigns") + len(objs),
                         last_chunk_at=now, current_chunk=chunk.chunk_index)
         return _advance_if_all_finished(chunk.shop_id, chunk.run_id)
@@ -479,9 +483,10 @@ def _upsert_campaign_days(campaign_pk: dict[int, int], blocks: list[dict]) -> No
         for m in block.get("metrics_list") or []:
             values = _perf_values(m, shop_level=False) if pk else None
             if values:
-                objs.append(CampaignDailyPerformance(campaign_id=pk, **values))
-    CampaignDailyPerformance.objects.bulk_create(objs, update_conflicts=True, unique_fields=["campaign", "date"],
-                                                 update_fields=PERF_FIELDS, batch_size=1000)
+                objs.append({"campaign_id": pk, **values})
+    with transaction.atomic():
+        bulk.upsert(CampaignDailyPerformance, list({(o["campaign_id"], o["date"]): o for o in objs}.values()),
+                    unique_fields=["campaign", "date"], update_fields=PERF_FIELDS)
 
 
 def _upsert_shop_days(shop: Shop, rows: list[dict]) -> None:

@@ -109,6 +109,9 @@ class ShopeeSandbox(SandboxApp):
             value = (value * 1_000_003 + k) & 0xFFFFFFFFFFFF
         return FastRandom(value)
 
+    def _is_manual(self, campaign_id: int) -> bool:
+        return self._rng(campaign_id).random() < 0.6  # the first draw of campaign()
+
     def campaign(self, campaign_id: int) -> dict:
         rng = self._rng(campaign_id)
         manual = rng.random() < 0.6
@@ -291,11 +294,11 @@ class ShopeeSandbox(SandboxApp):
         offset, limit = int(request.arg("offset", "0")), int(request.arg("limit", "5000"))
         with self.lock:
             ids = list(self.shops[shop_id])
-        rows = [{"ad_type": self.campaign(c)["common_info"]["ad_type"], "campaign_id": c} for c in ids]
         if ad_type in ("auto", "manual"):
-            rows = [r for r in rows if r["ad_type"] == ad_type]
-        page = rows[offset:offset + limit]
-        return _ok({"shop_id": shop_id, "region": "VN", "has_next_page": offset + limit < len(rows),
+            ids = [c for c in ids if self._is_manual(c) == (ad_type == "manual")]
+        page = [{"ad_type": "manual" if self._is_manual(c) else "auto", "campaign_id": c}
+                for c in ids[offset:offset + limit]]
+        return _ok({"shop_id": shop_id, "region": "VN", "has_next_page": offset + limit < len(ids),
                     "campaign_list": page}, terse=bool(offset % 2))
 
     def get_product_level_campaign_setting_info(self, request, shop_id):
