@@ -175,3 +175,38 @@ def test_a_shop_without_refresh_token_says_so(shopee, shop):
 
 def test_tokens_are_masked_in_repr(shop):
     assert shop.access_token not in repr(shop) and shop.access_token not in repr(shop_client(shop))
+
+
+def test_sandbox_truth_and_status_over_plain_get(shopee):
+    import requests
+
+    truth = requests.get(f"{shopee.base_url}/_sandbox/shopee/campaigns?shop_id={SHOP}", timeout=5).json()["result"]
+    assert truth["count"] == 335 and len(set(truth["campaign_ids"])) == 335
+    assert requests.get(f"{shopee.base_url}/_sandbox/", timeout=5).json()["shopee"]["shops"] == {
+        str(sbx.SHOP_ID_BASE): 35, str(SHOP): 335}
+
+
+def test_sandbox_command_parses_shop_counts():
+    from django.core.management.base import CommandError
+
+    from integrations.management.commands.sandbox import _counts
+
+    assert _counts("35,335,917,10000") == [35, 335, 917, 10000] and _counts("") is None
+    with pytest.raises(CommandError):
+        _counts("35,many")
+
+
+def test_ads_schedules_are_installed_in_local_time(db):
+    from django_celery_beat.models import PeriodicTask
+
+    from config.schedules import install_schedules
+
+    install_schedules()
+    tasks = {t.task: t for t in PeriodicTask.objects.filter(task__startswith="ads.")}
+    crons = {name: (t.crontab.minute, t.crontab.hour, str(t.crontab.timezone)) for name, t in tasks.items()}
+    assert crons == {
+        "ads.enqueue_shops": ("*/15", "*", "Asia/Ho_Chi_Minh"), "ads.process_queue": ("*/5", "*", "Asia/Ho_Chi_Minh"),
+        "ads.cleanup_stuck": ("*/10", "*", "Asia/Ho_Chi_Minh"), "ads.backfill": ("0", "2", "Asia/Ho_Chi_Minh"),
+        "ads.cleanup_queue": ("0", "2", "Asia/Ho_Chi_Minh"), "ads.budget_scheduler": ("0,30", "*", "Asia/Ho_Chi_Minh"),
+    }
+    assert all(t.expire_seconds for t in tasks.values())

@@ -247,3 +247,25 @@ def test_rate_limits_are_ridden_out(sandbox_factory, settings):
     progress = sync_now(shop)
     assert progress.stage == Stage.COMPLETED, progress.error_message
     assert Campaign.objects.filter(shop=shop).count() == 917
+
+
+def test_nightly_backfill_syncs_seven_days_and_queue_cleanup_keeps_recent_rows(shopee):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ads.tasks import backfill, cleanup_queue
+
+    assert backfill() == 3
+    sync.process_queue()
+    shop = shop_with(35)
+    progress = SyncProgress.objects.get(shop=shop)
+    assert progress.stage == Stage.COMPLETED and progress.sync_type == "backfill"
+    assert ShopDailyPerformance.objects.filter(shop=shop).count() == 7
+    assert CampaignDailyPerformance.objects.filter(campaign__shop=shop).count() == 35 * 7
+    assert cleanup_queue() == 0  # everything is recent
+    SyncQueue.objects.update(created_at=timezone.now() - timedelta(days=8))
+    current = SyncQueue.objects.filter(pk__in=SyncProgress.objects.values("queue_entry_id")).count()
+    kept_chunks = SyncQueue.objects.filter(run_id__in=SyncProgress.objects.values("run_id")).count()
+    cleanup_queue()
+    assert SyncQueue.objects.count() == current + kept_chunks  # the shops' current runs stay visible
