@@ -208,7 +208,12 @@ class SyncQueue(models.Model):
         verbose_name = "sync queue entry"
         verbose_name_plural = "sync queue"
         indexes = [models.Index(fields=["status", "is_chunk", "priority", "created_at"])]
-        constraints = [models.UniqueConstraint(fields=["run_id", "chunk_index"], name="ads_one_chunk_per_index")]
+        constraints = [
+            models.UniqueConstraint(fields=["run_id", "chunk_index"], name="ads_one_chunk_per_index"),
+            # One pending request per shop and type: enqueueing twice is a no-op, decided by the database.
+            models.UniqueConstraint(fields=["shop", "sync_type"], condition=models.Q(status="pending", is_chunk=False),
+                                    name="ads_one_pending_entry_per_shop_type"),
+        ]
 
     def __str__(self):
         what = f"chunk {self.chunk_index}" if self.is_chunk else self.sync_type

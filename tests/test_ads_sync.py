@@ -269,3 +269,26 @@ def test_nightly_backfill_syncs_seven_days_and_queue_cleanup_keeps_recent_rows(s
     kept_chunks = SyncQueue.objects.filter(run_id__in=SyncProgress.objects.values("run_id")).count()
     cleanup_queue()
     assert SyncQueue.objects.count() == current + kept_chunks  # the shops' current runs stay visible
+
+
+def test_cancelling_the_job_stops_the_run_at_a_chunk_boundary(shopee):
+    shop = shop_with(917)
+    job = sync.start_shop_sync(shop, started_by=StartedBy.COMMAND, foreground=True)
+    entry = SyncQueue.objects.get(job=job, is_chunk=False)
+    plan = sync.begin_run(entry.pk)
+    sync.run_chunk(SyncQueue.objects.get(run_id=plan.run_id, chunk_index=0).pk)
+    BackgroundJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+    sync.run_lanes_here(shop.pk, plan.run_id, 2)
+    progress = SyncProgress.objects.get(shop=shop)
+    assert progress.stage == Stage.FAILED and progress.chunks_done == 1 and progress.chunks_failed == 9
+    assert "cancelled by staff" in progress.error_message
+    assert Campaign.objects.filter(shop=shop).count() == 100
+
+
+def test_enqueueing_twice_keeps_one_pending_entry(shopee):
+    shop = shop_with(35)
+    first = sync.enqueue_shop(shop)
+    assert sync.enqueue_shop(shop, priority=10) is None
+    first.refresh_from_db()
+    assert first.priority == 10 and SyncQueue.objects.filter(shop=shop).count() == 1
+    assert sync.enqueue_shop(shop, sync_type="backfill") is not None  # another type is another entry

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import mail_admins
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -127,12 +127,15 @@ def _refresh_job(shop_pk: int, run_id) -> None:
 
 # --- queue ------------------------------------------------------------------------------------------------
 def enqueue_shop(shop: Shop, *, sync_type: str = SyncType.REALTIME, priority: int = 0) -> SyncQueue | None:
-    """A pending entry for the shop, unless one of that type is pending already (returns None then)."""
-    if SyncQueue.objects.filter(shop=shop, is_chunk=False, status=QueueStatus.PENDING, sync_type=sync_type).exists():
+    """A pending entry for the shop, unless one of that type is pending already (then its priority is raised
+    to ``priority`` and None is returned). A partial unique constraint decides, not a read."""
+    try:
+        with transaction.atomic():
+            return SyncQueue.objects.create(shop=shop, sync_type=sync_type, priority=priority)
+    except IntegrityError:
         SyncQueue.objects.filter(shop=shop, is_chunk=False, status=QueueStatus.PENDING, sync_type=sync_type,
                                  priority__lt=priority).update(priority=priority)
         return None
-    return SyncQueue.objects.create(shop=shop, sync_type=sync_type, priority=priority)
 
 
 def enqueue_all(sync_type: str = SyncType.REALTIME) -> int:
@@ -215,8 +218,14 @@ def begin_run(entry_id: int) -> Plan | None:
         stage_log=[{"stage": Stage.SYNCING_CAMPAIGNS, "at": now.isoformat()}], job_id=entry.job_id,
         queue_entry=entry)
     if not claimed:
-        # Another run of this shop is in progress: this entry waits for the next processor pass.
-        SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.PENDING)
+        # Another run of this shop is in progress: this entry waits for the next processor pass (or, when
+        # another entry of its type is pending already, is merged into that one).
+        try:
+            with transaction.atomic():
+                SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.PENDING)
+        except IntegrityError:
+            SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.COMPLETED, finished_at=now,
+                                                         error="merged into the pending entry of this shop")
         _update_job(entry.job_id, status=JobStatus.CANCELLED, completed_at=now,
                     error="Another sync of this shop is running; the entry stays queued.")
         return None
@@ -273,6 +282,9 @@ def run_lane(shop_pk: int, run_id, *, sleep: Callable[[float], None] = time.slee
     client = None
     try:
         while (chunk_pk := claim_next_chunk(run_id)) is not None:
+            if _cancel_requested(shop_pk, run_id):
+                _fail_claimed_chunk(chunk_pk, "cancelled by staff")
+                continue
             if client is None:
                 client = shop_client(Shop.objects.get(pk=shop_pk))
             run_claimed_chunk(chunk_pk, client=client, sleep=sleep)
@@ -281,6 +293,19 @@ def run_lane(shop_pk: int, run_id, *, sleep: Callable[[float], None] = time.slee
         if client is not None:
             client.close()
     return done
+
+
+def _cancel_requested(shop_pk: int, run_id) -> bool:
+    """Staff cancelled the run's job on the dashboard: the remaining chunks are failed (counted), so the run
+    still ends, as failed, with what was stored so far."""
+    job_id = SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id).values_list("job_id", flat=True).first()
+    return bool(job_id) and BackgroundJob.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def _fail_claimed_chunk(chunk_pk: int, error: str) -> None:
+    chunk = SyncQueue.objects.select_related("shop").get(pk=chunk_pk)
+    if _record_failed_chunk(chunk, error):
+        run_performance_stage(chunk.shop_id, chunk.run_id)
 
 
 def run_chunk(chunk_pk: int, *, sleep: Callable[[float], None] = time.sleep) -> bool:
