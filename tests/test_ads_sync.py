@@ -292,3 +292,18 @@ def test_enqueueing_twice_keeps_one_pending_entry(shopee):
     first.refresh_from_db()
     assert first.priority == 10 and SyncQueue.objects.filter(shop=shop).count() == 1
     assert sync.enqueue_shop(shop, sync_type="backfill") is not None  # another type is another entry
+
+
+def test_dashboard_retry_of_an_ads_job(shopee):
+    from jobs.services import retry_job
+
+    shop = shop_with(35)
+    first = sync.start_shop_sync(shop, started_by=StartedBy.COMMAND)  # eager: runs to completed
+    again = retry_job(first)
+    assert again.retry_of_id == first.pk
+    again.refresh_from_db()
+    assert again.status == JobStatus.COMPLETED
+    SyncProgress.objects.filter(shop=shop).update(stage=Stage.SYNCING_CAMPAIGNS)
+    refused = retry_job(again)
+    assert refused.status == JobStatus.CANCELLED and "queued" in refused.error
+    assert SyncQueue.objects.filter(shop=shop, status=QueueStatus.PENDING, is_chunk=False).count() == 1

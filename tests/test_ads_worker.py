@@ -17,7 +17,7 @@ def test_two_workers_sync_a_chunked_shop_in_parallel(celery_worker_process, sand
     shop = Shop.objects.get()
     # One chunk fails once (beyond the client's attempts): that lane retries it while the others go on.
     control(server.base_url, "shopee", "fail_chunk", {"shop_id": shop.shop_id, "chunk_index": 0, "times": 2})
-    env = {"SHOPBRIDGE_HTTP_MAX_ATTEMPTS": 1, "ADS_CHUNK_RETRY_BACKOFF": 0.2, "ADS_SHOP_CONCURRENCY": 3}
+    env = {"SHOPBRIDGE_HTTP_MAX_ATTEMPTS": 1, "ADS_CHUNK_RETRY_BACKOFF": 1.5, "ADS_SHOP_CONCURRENCY": 3}
     workers = [celery_worker_process(**env), celery_worker_process(**env)]
     entry = sync.enqueue_shop(shop)
     assert sync.process_queue() == [entry.pk]
@@ -34,7 +34,8 @@ def test_two_workers_sync_a_chunked_shop_in_parallel(celery_worker_process, sand
     assert Campaign.objects.filter(shop=shop).count() == 917
     chunk0 = SyncQueue.objects.get(run_id=progress.run_id, chunk_index=0)
     assert chunk0.attempts == 3 and chunk0.status == QueueStatus.COMPLETED
-    # Chunk 0 was retried, so it finished after later chunks; the shop still completed once, after all of them.
+    # Chunk 0 was retried (1.5 s + 3 s of backoff), so the other lane finished later chunks first; the shop
+    # still completed once, after all of them.
     later = SyncQueue.objects.filter(run_id=progress.run_id, chunk_index__gt=0, finished_at__lt=chunk0.finished_at)
     assert later.exists() and chunk0.finished_at <= progress.performance_started_at
     job = BackgroundJob.objects.get(pk=progress.job_id)

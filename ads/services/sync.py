@@ -620,8 +620,19 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
 
 
 def restart_job(*, params, started_by, user, retry_of=None, force_restart=False) -> BackgroundJob:
+    """The dashboard's "retry" of an ADS_SYNC job: a new run of the shop, or, while one is in progress, a
+    queued entry (the returned job says so) so that the retry never fails with an error page."""
     shop = Shop.objects.get(pk=params["shop"])
-    return start_shop_sync(shop, started_by=started_by, user=user, retry_of=retry_of)
+    try:
+        return start_shop_sync(shop, started_by=started_by, user=user, retry_of=retry_of)
+    except RunRefused as exc:
+        enqueue_shop(shop, priority=MANUAL_PRIORITY)
+        job = jobs.create_job(JobType.ADS_SYNC, params=dict(params), started_by=started_by, user=user,
+                              retry_of=retry_of, metadata={"shop_id": shop.shop_id})
+        _update_job(job.pk, status=JobStatus.CANCELLED, completed_at=timezone.now(),
+                    error=f"{exc}. The shop was queued to sync after the current run.")
+        job.refresh_from_db()
+        return job
 
 
 # --- operators ------------------------------------------------------------------------------------------------
