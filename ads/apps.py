@@ -8,12 +8,14 @@ class AdsConfig(AppConfig):
     def ready(self):
         from config.schedules import Schedule, register
         from jobs import services as jobs
-        from jobs.models import JobType
 
+        from .models import ADS_SYNC
         from .services import sync
 
-        # The one place ads registers its job kind.
-        jobs.register_job_type(JobType.ADS_SYNC, run=sync.run_sync_job, start=sync.restart_job)
+        # The one place ads registers its job kind. Not resumable: a run whose worker died is failed (its shop
+        # is failed and re-queued by the stuck cleanup), never re-run over the chunks another run may hold.
+        jobs.register_job_type(ADS_SYNC, label="Shopee ads sync", run=sync.run_sync_job, start=sync.restart_job,
+                               permission="ads.enqueue_shop_sync", resumable=False)
         register(
             Schedule("Ads: enqueue shops", "ads.enqueue_shops", "*/15 * * * *", 600,
                      description="Adds a realtime sync entry for every enabled shop."),

@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from integrations.secrets import mask_secret
 
+ADS_SYNC = "ADS_SYNC"  # the BackgroundJob type of a shop's sync run (registered in AdsConfig.ready)
+
 
 class Shop(models.Model):
     """One Shopee shop authorized for our partner app. Tokens are secrets: masked in the admin, never

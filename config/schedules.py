@@ -14,17 +14,22 @@ from django.db import transaction
 class Schedule:
     name: str
     task: str
-    crontab: str  # "minute hour day_of_month month day_of_week"
+    crontab: str  # "minute hour day_of_month month day_of_week"; "" with every_seconds
     expires_seconds: int
     enabled: bool = True
     kwargs: dict = field(default_factory=dict)
     description: str = ""
+    every_seconds: int | None = None  # an interval instead of a crontab
 
 
 SCHEDULES: list[Schedule] = [
-    Schedule("Fail stale jobs", "jobs.fail_stale_jobs", "*/5 * * * *", 240,
-             description="Marks RUNNING jobs without a heartbeat for the stale window as FAILED."),
+    Schedule("Rescue stale jobs", "jobs.rescue_stale_jobs", "", 50,
+             every_seconds=settings.SHOPBRIDGE["STALE_CHECK_SECONDS"],
+             description="RUNNING jobs without a heartbeat for the stale window go back to the queue and resume "
+                         "from their checkpoint (at most SHOPBRIDGE_MAX_RESCUES times), or fail."),
 ]
+# Names of schedules that were replaced: install_schedules removes them.
+RETIRED = ["Fail stale jobs"]
 
 
 def register(*schedules: Schedule) -> None:
@@ -38,26 +43,37 @@ def install_schedules() -> list[str]:
     on creation: a schedule staff switched on or off in the admin stays as they left it."""
     import json
 
-    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+    from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
     changed = []
     with transaction.atomic():
+        for name in RETIRED:
+            if PeriodicTask.objects.filter(name=name).delete()[0]:
+                changed.append(f"removed: {name}")
         for s in SCHEDULES:
-            minute, hour, dom, month, dow = s.crontab.split()
-            crontab, _ = CrontabSchedule.objects.get_or_create(
-                minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow,
-                timezone=settings.TIME_ZONE,
-            )
+            when: dict = {"crontab": None, "interval": None}
+            if s.every_seconds:
+                when["interval"], _ = IntervalSchedule.objects.get_or_create(
+                    every=s.every_seconds, period=IntervalSchedule.SECONDS)
+                timing = f"every {s.every_seconds} s"
+            else:
+                minute, hour, dom, month, dow = s.crontab.split()
+                when["crontab"], _ = CrontabSchedule.objects.get_or_create(
+                    minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow,
+                    timezone=settings.TIME_ZONE,
+                )
+                timing = s.crontab
             task, created = PeriodicTask.objects.get_or_create(
                 name=s.name,
-                defaults={"task": s.task, "crontab": crontab, "enabled": s.enabled,
+                defaults={"task": s.task, **when, "enabled": s.enabled,
                           "expire_seconds": s.expires_seconds, "kwargs": json.dumps(s.kwargs),
                           "description": s.description},
             )
             if not created:
-                task.task, task.crontab, task.expire_seconds = s.task, crontab, s.expires_seconds
-                task.kwargs, task.description = json.dumps(s.kwargs), s.description
+                task.task, task.crontab, task.interval = s.task, when["crontab"], when["interval"]
+                task.expire_seconds, task.kwargs, task.description = s.expires_seconds, json.dumps(s.kwargs), \
+                    s.description
                 task.save()
-            changed.append(f"{'created' if created else 'updated'}: {s.name} ({s.crontab}, "
+            changed.append(f"{'created' if created else 'updated'}: {s.name} ({timing}, "
                            f"{'on' if task.enabled else 'off'})")
     return changed

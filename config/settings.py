@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "customers",
     "products",
     "ads",
+    "hub",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +168,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 SHOPBRIDGE = {
     # A pull or job without a heartbeat for this long is stale (crashed) and may be taken over.
     "STALE_AFTER_SECONDS": env.int("SHOPBRIDGE_STALE_AFTER_SECONDS", default=120),
+    # How often beat looks for stale jobs to rescue, and how many rescues a job gets before it is failed.
+    "STALE_CHECK_SECONDS": env.int("SHOPBRIDGE_STALE_CHECK_SECONDS", default=60),
+    "MAX_RESCUES": env.int("SHOPBRIDGE_MAX_RESCUES", default=3),
     "MAX_CONCURRENT_PULLS": env.int("SHOPBRIDGE_MAX_CONCURRENT_PULLS", default=3),
     # How many malformed-row examples a job keeps in its metadata.
     "ERROR_EXAMPLES_KEPT": 20,
@@ -187,6 +191,9 @@ SHOPBRIDGE = {
     "SYNC_CONCURRENCY": env.int("SHOPBRIDGE_SYNC_CONCURRENCY", default=8),
     # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
     "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
+    # Where the request budgets shared by every process live (integrations/ratelimit.py): empty chooses Redis
+    # (a redis:// broker), else PostgreSQL (the database), else a SQLite file in var/.
+    "RATE_LIMIT_URL": env.str("SHOPBRIDGE_RATE_LIMIT_URL", default=""),
 }
 
 LOGGING = {

@@ -6,5 +6,4 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", include("jobs.urls")),
-    path("api/", include("customers.urls")),
 ]

@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import path
 
-from .admin_pull import RUN_PULL, pull_view
-from .models import NhanhCustomer, NhanhCustomerPhone, PullMark, ShopifyCustomer, ShopifyCustomerPhone
+from jobs.admin_pull import PullButtonsMixin
+
+from .models import NhanhCustomer, NhanhCustomerPhone, ShopifyCustomer, ShopifyCustomerPhone
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -18,25 +18,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return request.user.is_superuser
 
 
-class PullButtonsAdmin(ReadOnlyAdmin):
-    change_list_template = "admin/customers/change_list_pull.html"
-    pull_system = ""
-    pull_system_label = ""
-
-    def get_urls(self):
-        info = self.model._meta.app_label, self.model._meta.model_name
-        return [
-            path("pull/", self.admin_site.admin_view(lambda r: pull_view(self, r, self.pull_system)),
-                 name="{}_{}_pull".format(*info)),
-        ] + super().get_urls()
-
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_run_pull": request.user.has_perm(RUN_PULL),
-                         "pull_system_label": self.pull_system_label, "extra_buttons": self.extra_buttons(request)}
-        return super().changelist_view(request, extra_context=extra_context)
-
-    def extra_buttons(self, request) -> list[dict]:
-        return []
+class PullButtonsAdmin(PullButtonsMixin, ReadOnlyAdmin):
+    pass
 
 
 class NhanhPhoneInline(admin.TabularInline):
@@ -52,8 +35,8 @@ class ShopifyPhoneInline(NhanhPhoneInline):
 
 @admin.register(NhanhCustomer)
 class NhanhCustomerAdmin(PullButtonsAdmin):
-    pull_system, pull_system_label = "nhanh", "Nhanh"
-    list_display = ("nhanh_id", "name", "mobile", "email", "customer_type", "total_spent", "last_bought_date",
+    pull_spec = ("nhanh", "customers")
+    list_display = ("nhanh_id", "name", "mobile", "email", "customer_type", "total_spent",
                     "upstream_updated_at")
     list_filter = ("customer_type", ("upstream_updated_at", admin.DateFieldListFilter))
     search_fields = ("=nhanh_id", "name", "mobile", "email", "phones__e164")
@@ -63,7 +46,7 @@ class NhanhCustomerAdmin(PullButtonsAdmin):
 
 @admin.register(ShopifyCustomer)
 class ShopifyCustomerAdmin(PullButtonsAdmin):
-    pull_system, pull_system_label = "shopify", "Shopify"
+    pull_spec = ("shopify", "customers")
     list_display = ("shopify_id", "last_name", "first_name", "email", "phone", "address_phone", "state",
                     "amount_spent", "upstream_updated_at")
     list_filter = ("state", ("upstream_updated_at", admin.DateFieldListFilter))
@@ -72,7 +55,5 @@ class ShopifyCustomerAdmin(PullButtonsAdmin):
     show_full_result_count = False
 
 
-@admin.register(PullMark)
-class PullMarkAdmin(ReadOnlyAdmin):
-    list_display = ("key", "value", "updated_at")
+
 from . import admin_mapping  # noqa: E402,F401  (registers the mapping admin)

@@ -7,11 +7,13 @@ class CustomersConfig(AppConfig):
     def ready(self):
         from config.schedules import Schedule, register
 
+        from . import operations
         from .services import matching, pulls, sync
 
         pulls.register()
         matching.register()
         sync.register()
+        operations.register()
         # The workflows of the spec: off by default, switched on (and re-timed) in the admin.
         register(
             Schedule("Customers: daily workflow", "customers.workflow_daily", "0 7 * * *", 3600, enabled=False,

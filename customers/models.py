@@ -1,6 +1,8 @@
 from django.db import models
 from django.utils import timezone
 
+from jobs.ingest import UpstreamRecord
+
 
 class CustomerType(models.IntegerChoices):
     RETAIL = 1, "Retail"
@@ -15,18 +17,6 @@ class PhoneSource(models.TextChoices):
     SHOPIFY_NOTE = "shopify_note", "Shopify note"
 
 
-class UpstreamRecord(models.Model):
-    """Fields every pulled record has: the raw payload, its hash (unchanged rows are skipped), our times."""
-
-    raw = models.JSONField(default=dict)
-    payload_hash = models.CharField(max_length=32)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    class Meta:
-        abstract = True
-
-
 class NhanhCustomer(UpstreamRecord):
     nhanh_id = models.BigIntegerField(unique=True)
     name = models.CharField(max_length=255, blank=True)
@@ -36,12 +26,10 @@ class NhanhCustomer(UpstreamRecord):
     address = models.TextField(blank=True)
     total_spent = models.BigIntegerField(default=0, help_text="Lifetime spend in VND (Nhanh totalAmount).")
     points = models.IntegerField(null=True, blank=True)
-    last_bought_date = models.DateField(null=True, blank=True)
     upstream_updated_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-upstream_updated_at", "-id"]
-        permissions = [("run_customer_pull", "Can start customer pulls")]
 
     def __str__(self):
         return f"{self.name or '(no name)'} · Nhanh #{self.nhanh_id}"
@@ -101,18 +89,6 @@ class ShopifyCustomerPhone(CustomerPhone):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["customer", "e164"], name="uniq_shopify_customer_phone")]
-
-
-class PullMark(models.Model):
-    """Where an incremental pull continues next time: the new/updated pull's high-water mark, the capped
-    pull's cursor. Moved only when the pull that earned it completed."""
-
-    key = models.CharField(max_length=100, unique=True)
-    value = models.JSONField(default=dict)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self):
-        return f"{self.key} = {self.value}"
 
 
 class MatchedBy(models.TextChoices):

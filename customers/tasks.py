@@ -11,9 +11,9 @@ from celery import chain, chord, group, shared_task
 
 from jobs import services as jobs
 from jobs.models import BackgroundJob, JobStatus, StartedBy
+from jobs.pull_specs import start_pull
 
 from .services.matching import start_auto_match
-from .services.pulls import start_customer_pull
 from .services.sync import start_sync
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def _finished(job: BackgroundJob) -> dict:
 def pull_customers(system: str, mode: str = "all", filters: dict | None = None, query: str | None = None) -> dict:
     """Start a customer pull from a schedule (queued as its own job)."""
     try:
-        started = start_customer_pull(system, mode, filters=filters, query=query, started_by=StartedBy.BEAT)
+        filters = {**(filters or {}), **({"query": query} if query else {})}
+        started = start_pull(system, "customers", mode, filters=filters, started_by=StartedBy.BEAT)
     except jobs.PullRefused as exc:
         log.info("scheduled %s %s customer pull skipped: %s", system, mode, exc)
         return {"refused": str(exc)}
@@ -48,7 +49,7 @@ def pull_customers(system: str, mode: str = "all", filters: dict | None = None, 
 def workflow_pull(system: str, mode: str) -> dict:
     """A pull as a workflow step: runs here, so the chain waits for it."""
     try:
-        started = start_customer_pull(system, mode, started_by=StartedBy.BEAT, start_now=False)
+        started = start_pull(system, "customers", mode, started_by=StartedBy.BEAT, start_now=False)
     except jobs.PullRefused as exc:
         log.info("workflow: %s %s pull already running, continuing: %s", system, mode, exc)
         return {"refused": str(exc)}

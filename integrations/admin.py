@@ -1,6 +1,7 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from .clients import check_connection
 from .models import Connection
 from .secrets import mask_secret
 
@@ -39,6 +40,14 @@ class ConnectionForm(forms.ModelForm):
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ("system", "base_url", "api_version", "token_col", "is_sandbox", "updated_at")
+    actions = ["test_connection"]
+
+    # Staff who may change a connection may test it (it calls the upstream with the stored secrets).
+    @admin.action(description="Test connection (one authenticated call; changes nothing)", permissions=["change"])
+    def test_connection(self, request, queryset):
+        for conn in queryset:
+            ok, text = check_connection(conn)
+            self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
 
     @admin.display(description="Access token")
     def token_col(self, obj):

@@ -1,12 +1,28 @@
 import json
 
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from . import services
+from .admin_pull import pull_view
 from .display import job_display
-from .models import ACTIVE_STATUSES, BackgroundJob, PullProgress
+from .models import ACTIVE_STATUSES, BackgroundJob, PullMark, PullProgress
+from .pull_specs import get_spec, pull_specs
+from .registry import job_type_choices
+
+
+class JobTypeFilter(admin.SimpleListFilter):
+    """Job types as the apps registered them, with their labels."""
+
+    title = "type"
+    parameter_name = "type__exact"  # the URL the default filter used (bookmarks keep working)
+
+    def lookups(self, request, model_admin):
+        return job_type_choices()
+
+    def queryset(self, request, queryset):
+        return queryset.filter(type=self.value()) if self.value() else queryset
 
 
 def _cell(job: BackgroundJob, field: str, text: str):
@@ -21,7 +37,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
         "started_col", "elapsed_col", "heartbeat_col", "started_by_col",
     )
     list_display_links = ("id", "type_col")
-    list_filter = ("type", "status", "started_by", ("created_at", admin.DateFieldListFilter))
+    list_filter = (JobTypeFilter, "status", "started_by", ("created_at", admin.DateFieldListFilter))
     date_hierarchy = "created_at"
     search_fields = ("=id", "error")
     list_select_related = ("started_by_user",)
@@ -73,7 +89,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     # --- columns ----------------------------------------------------------------------------------
     @admin.display(description="Type", ordering="type")
     def type_col(self, job):
-        return job.get_type_display()
+        return job.type_label
 
     @admin.display(description="Status", ordering="status")
     def status_col(self, job):
@@ -148,6 +164,10 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected jobs (same parameters)", permissions=["retry"])
     def retry_jobs(self, request, queryset):
         for job in queryset.exclude(status__in=ACTIVE_STATUSES):
+            if not services.may_start(request.user, job.type):
+                self.message_user(request, f"Job #{job.pk} not retried: you may not start {job.type_label} jobs.",
+                                  messages.ERROR)
+                continue
             try:
                 new = services.retry_job(job, user=request.user)
             except services.PullRefused as exc:
@@ -171,6 +191,20 @@ class PullProgressAdmin(admin.ModelAdmin):
     search_fields = ("progress_id",)
     actions = ("reset", "force_restart")
     readonly_fields = [f.name for f in PullProgress._meta.fields] + ["state_col", "job_link"]
+    change_list_template = "admin/jobs/pullprogress/change_list.html"
+
+    def get_urls(self):
+        def start(request, system, kind):
+            return pull_view(request, get_spec(system, kind), back_url=reverse("admin:jobs_pullprogress_changelist"),
+                             opts=self.model._meta, admin_site=self.admin_site)
+
+        return [path("start/<str:system>/<str:kind>/", self.admin_site.admin_view(start),
+                     name="jobs_pullprogress_start")] + super().get_urls()
+
+    def changelist_view(self, request, extra_context=None):
+        startable = [(s, reverse("admin:jobs_pullprogress_start", args=s.key)) for s in pull_specs()
+                     if request.user.has_perm(s.permission)]
+        return super().changelist_view(request, extra_context={**(extra_context or {}), "startable": startable})
 
     def has_add_permission(self, request):
         return False
@@ -214,6 +248,10 @@ class PullProgressAdmin(admin.ModelAdmin):
             if p.job_id is None:
                 self.message_user(request, f"{p.progress_id}: no job to restart from.", messages.WARNING)
                 continue
+            if not services.may_start(request.user, p.job.type):
+                self.message_user(request, f"{p.progress_id}: you may not start {p.job.type_label} jobs.",
+                                  messages.ERROR)
+                continue
             try:
                 new = services.retry_job(p.job, user=request.user, force_restart=True)
             except services.PullRefused as exc:
@@ -222,6 +260,14 @@ class PullProgressAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{p.progress_id} restarted as job #{new.pk}.")
 
 
-admin.site.site_header = "ShopBridge"
-admin.site.site_title = "ShopBridge admin"
-admin.site.index_title = "Nhanh · Shopify · Pancake · Shopee"
+@admin.register(PullMark)
+class PullMarkAdmin(admin.ModelAdmin):
+    """Where incremental and capped pulls continue; written by pulls only."""
+
+    list_display = ("key", "value", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1,6 +1,7 @@
 """How job figures read to staff. The admin renders these, and the JSON poll sends the same strings,
 so the live page and a reload never disagree."""
 
+from django.conf import settings
 from django.utils import timezone
 
 from .models import BackgroundJob, JobStatus
@@ -32,8 +33,12 @@ def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
     status = job.get_status_display()
     if job.cancel_requested and job.is_active:
         status = "Cancelling"
+    elif job.handback_requested and job.is_active:
+        status = "Handing back"
     elif job.is_stale:
         status = "Stale"
+    if job.attempts > 1:  # rescued after its worker died (or handed back): say which run this is
+        status = f"{status} · attempt {job.attempts} of {settings.SHOPBRIDGE['MAX_RESCUES'] + 1}"
     return {
         "status": status,
         "status_class": "stale" if job.is_stale else job.status.lower(),

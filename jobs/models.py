@@ -15,22 +15,6 @@ def stale_after() -> timedelta:
     return timedelta(seconds=settings.SHOPBRIDGE["STALE_AFTER_SECONDS"])
 
 
-class JobType(models.TextChoices):
-    PULL_NHANH_CUSTOMERS = "PULL_NHANH_CUSTOMERS", "Pull Nhanh customers"
-    PULL_SHOPIFY_CUSTOMERS = "PULL_SHOPIFY_CUSTOMERS", "Pull Shopify customers"
-    PULL_NHANH_PRODUCTS = "PULL_NHANH_PRODUCTS", "Pull Nhanh products"
-    PULL_SHOPIFY_PRODUCTS = "PULL_SHOPIFY_PRODUCTS", "Pull Shopify products"
-    PULL_PANCAKE_CUSTOMERS = "PULL_PANCAKE_CUSTOMERS", "Pull Pancake customers"
-    AUTO_MATCH_CUSTOMERS = "AUTO_MATCH_CUSTOMERS", "Auto-match customers"
-    AUTO_MATCH_PRODUCTS = "AUTO_MATCH_PRODUCTS", "Auto-match products"
-    CUSTOMER_SYNC = "CUSTOMER_SYNC", "Sync customers to Shopify"
-    PRODUCT_SYNC = "PRODUCT_SYNC", "Sync products to Shopify"
-    RETRY_FAILED_SYNC = "RETRY_FAILED_SYNC", "Retry failed syncs"
-    ADS_SYNC = "ADS_SYNC", "Shopee ads sync"
-    WORKFLOW = "WORKFLOW", "Workflow"
-    DEMO = "DEMO", "Demo / self-test"
-
-
 class JobStatus(models.TextChoices):
     PENDING = "PENDING", "Pending"
     RUNNING = "RUNNING", "Running"
@@ -51,7 +35,9 @@ class StartedBy(models.TextChoices):
 
 
 class BackgroundJob(models.Model):
-    type = models.CharField(max_length=40, choices=JobType.choices, db_index=True)
+    # One of the types apps register (jobs.registry); validated when a job is created, no choices here, so a
+    # new type needs no migration of this app.
+    type = models.CharField(max_length=40, db_index=True)
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True)
     total = models.PositiveIntegerField(null=True, blank=True, help_text="Empty while unknown.")
     processed = models.PositiveIntegerField(default=0)
@@ -62,6 +48,13 @@ class BackgroundJob(models.Model):
     params = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Set when the worker running the job is shutting down (SIGTERM): the job stops at its next batch and is
+    # handed back to the queue to continue elsewhere.
+    handback_requested = models.BooleanField(default=False)
+    # Runs started: 1 for the first, +1 for each rescue after its worker died. The run that claimed the job
+    # with this number is the only one whose progress is written; an older one learns it was superseded.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, help_text="Celery worker running the job.")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -82,7 +75,13 @@ class BackgroundJob(models.Model):
         ]
 
     def __str__(self):
-        return f"#{self.pk} {self.get_type_display()} ({self.get_status_display()})"
+        return f"#{self.pk} {self.type_label} ({self.get_status_display()})"
+
+    @property
+    def type_label(self) -> str:
+        from .registry import job_type_label
+
+        return job_type_label(self.type)
 
     # --- derived figures (the dashboard and the JSON endpoint show these) ---------------------
     @property
@@ -198,3 +197,15 @@ class PullProgress(models.Model):
         if self.is_stale:
             return "stale"
         return self.get_status_display().lower()
+
+
+class PullMark(models.Model):
+    """Where an incremental pull continues next time: the new/updated pull's high-water mark, the capped
+    pull's cursor. Moved only when the pull that earned it completed."""
+
+    key = models.CharField(max_length=100, unique=True)
+    value = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.key} = {self.value}"

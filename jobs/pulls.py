@@ -1,6 +1,6 @@
 """The pull engine every pull uses (customers, products, Pancake …); it knows nothing of those apps.
 
-A pull job holds its PullProgress (see ``services.claim_pull``) and runs::
+A pull job holds its PullProgress (see ``claims.claim_pull``) and runs::
 
     run_pull(ctx, source=..., upsert=..., batch_size=1000, limit=None)
 
@@ -13,6 +13,8 @@ A pull job holds its PullProgress (see ``services.claim_pull``) and runs::
   also where a cancel or a force restart is noticed.
 - While the fetcher waits (a rate limit, a retry back-off), the heartbeat keeps beating so the pull is
   not taken for dead.
+- A page without rows but with a cursor (a bulk operation still running upstream, say) is a checkpoint of its
+  own: it is saved at once, with the page's ``progress`` shown on the job, so a resumed run re-attaches.
 """
 
 from __future__ import annotations
@@ -29,20 +31,39 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.db import connection, transaction
 
-from .services import JobContext, holding_pull, pull_checkpoint
+from .claims import holding_pull, pull_checkpoint
+from .lifecycle import JobContext
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_SECONDS = 15
+# While the upstream is slow: beat the heart, and notice a cancel or a worker shutting down, this often.
+HEARTBEAT_EVERY_SECONDS = 3
 # A slow upstream (Shopify's cost budget, Nhanh's rate limit) fills a batch slowly: write what has arrived at
 # least this often, so staff see rows coming in and the checkpoint keeps up.
-FLUSH_EVERY_SECONDS = 10
+FLUSH_EVERY_SECONDS = 5
 
 
 @dataclass
 class Page:
     rows: list[dict]
     cursor_after: Any  # where to resume after this page; None when it was the last page
+    progress: dict | None = None  # what the upstream says of its work (shown in the job's metadata)
+    total: int | None = None  # rows the whole pull will bring, when the upstream can tell
+
+
+@dataclass
+class PullResult:
+    """What a pull job reports (``jobs.results.result_of``): its row counts, pages and where it resumed."""
+
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    pages: int = 0
+    resumed_from: dict | None = None
+    window: dict | None = None  # an incremental pull's [from, to]
+    limit: int | None = None  # a capped pull's cap
 
 
 class PullSource(Protocol):
@@ -171,6 +192,8 @@ def run_pull(
                 else:
                     pages += 1
                     before_page = cursor
+                    if page.progress or page.total is not None:
+                        ctx.progress(total=page.total, metadata=page.progress)
                     buffer.extend(page.rows)
                     cursor = resume_cursor = page.cursor_after
                     finished = cursor is None
@@ -181,7 +204,8 @@ def run_pull(
                         buffer = buffer[:keep]
                         finished = True
                 overdue = time.monotonic() - last_beat > FLUSH_EVERY_SECONDS
-                if (buffer and (len(buffer) >= batch_size or finished)) or overdue:
+                marker = page is not _END and not page.rows and not finished  # save where the upstream is
+                if (buffer and (len(buffer) >= batch_size or finished)) or overdue or marker:
                     _write_batch(ctx, pid, token, upsert, buffer, totals, keep_errors,
                                  cursor=None if finished else cursor, pages=pages)
                     buffer = []
@@ -196,7 +220,7 @@ def run_pull(
 
 
 def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages):
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         if connection.vendor == "postgresql":
             # Don't wait for the WAL flush of each batch: if the server crashes, the batch and the checkpoint
             # that covers it are lost together and the pull re-reads them from the upstream.

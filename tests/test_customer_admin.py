@@ -4,9 +4,10 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
+from customers.job_types import CustomerJobType as JobType
 from customers.models import AmbiguousMatch, CustomerMapping, MatchedBy, NhanhCustomer
 from customers.services.pulls import upsert_nhanh_customers, upsert_shopify_customers
-from jobs.models import BackgroundJob, JobStatus, JobType
+from jobs.models import BackgroundJob, JobStatus
 
 pytestmark = pytest.mark.django_db
 

@@ -10,14 +10,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from customers.models import NhanhCustomer, NhanhCustomerPhone, PullMark
-from customers.services import PullInputError, start_customer_pull
+from customers.models import NhanhCustomer, NhanhCustomerPhone
 from customers.tasks import pull_customers
 from integrations.models import Connection
 from integrations.nhanh import sandbox as nhanh_sandbox
 from integrations.sandbox.server import control
 from jobs import services as jobs
-from jobs.models import BackgroundJob, JobStatus, PullProgress, PullStatus, StartedBy
+from jobs.errors import PullInputError
+from jobs.models import BackgroundJob, JobStatus, PullMark, PullProgress, PullStatus, StartedBy
+from jobs.pull_specs import start_pull
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,6 +51,10 @@ def stored_ids() -> set[int]:
     return set(NhanhCustomer.objects.values_list("nhanh_id", flat=True))
 
 
+def PULL_URL():  # noqa: N802 - reads like the URL it is
+    return reverse("jobs:start-pull", args=["customers"])
+
+
 def job_of(started) -> BackgroundJob:
     return BackgroundJob.objects.get(pk=started.job.pk)
 
@@ -62,7 +67,7 @@ def nhanh(sandbox_factory):
 
 
 def test_pull_all_stores_exactly_the_sandbox_and_a_second_pull_is_idempotent(nhanh):
-    job = job_of(start_customer_pull("nhanh", "all", started_by=StartedBy.USER))
+    job = job_of(start_pull("nhanh", "customers", "all", started_by=StartedBy.USER))
     assert job.status == JobStatus.COMPLETED, job.error
     assert stored_ids() == expected_ids(nhanh)
     assert job.metadata["created"] == 1200 and job.metadata["pages"] >= 12
@@ -70,48 +75,48 @@ def test_pull_all_stores_exactly_the_sandbox_and_a_second_pull_is_idempotent(nha
     # Every valid phone is normalized into the phone table.
     assert NhanhCustomerPhone.objects.count() > 1100
     assert not NhanhCustomerPhone.objects.exclude(e164__startswith="+84").exists()
-    again = job_of(start_customer_pull("nhanh", "all"))
+    again = job_of(start_pull("nhanh", "customers", "all"))
     assert again.metadata["created"] == 0 and again.metadata["updated"] == 0 and again.metadata["skipped"] == 1200
     assert NhanhCustomer.objects.count() == 1200
     # A changed customer upstream is updated, nothing else.
     some_id = min(stored_ids())
     control(nhanh.base_url, "nhanh", "touch", {"ids": [some_id], "totalAmount": 12_345_000})
-    third = job_of(start_customer_pull("nhanh", "all"))
+    third = job_of(start_pull("nhanh", "customers", "all"))
     assert (third.metadata["updated"], third.metadata["skipped"]) == (1, 1199)
     assert NhanhCustomer.objects.get(nhanh_id=some_id).total_spent == 12_345_000
     assert PullProgress.objects.get(progress_id="nhanh_customers").status == PullStatus.COMPLETED
 
 
 def test_filtered_pull_gets_its_own_id_and_exactly_the_filtered_rows(nhanh):
-    started = start_customer_pull("nhanh", "filtered", filters={"type": 2, "lastBoughtDateFrom": "2025-06-01"})
+    started = start_pull("nhanh", "customers", "filtered", filters={"type": 2, "lastBoughtDateFrom": "2025-06-01"})
     assert started.progress_id.startswith("nhanh_customers_") and started.progress_id != "nhanh_customers"
     job = job_of(started)
     assert job.status == JobStatus.COMPLETED
     want = expected_ids(nhanh, {"type": 2, "lastBoughtDateFrom": "2025-06-01"})
     assert 0 < len(want) < 1200 and stored_ids() == want
-    other = start_customer_pull("nhanh", "filtered", filters={"type": 3})
+    other = start_pull("nhanh", "customers", "filtered", filters={"type": 3})
     assert other.progress_id != started.progress_id
     with pytest.raises(PullInputError):
-        start_customer_pull("nhanh", "filtered", filters={})
+        start_pull("nhanh", "customers", "filtered", filters={})
     with pytest.raises(PullInputError, match="date like"):
-        start_customer_pull("nhanh", "filtered", filters={"lastBoughtDateFrom": "31/12/2024"})
+        start_pull("nhanh", "customers", "filtered", filters={"lastBoughtDateFrom": "31/12/2024"})
 
 
 def test_pull_5000_is_synchronous_capped_and_continues_where_it_stopped(nhanh, settings):
     settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "PULL_LIMIT_SYNC": 500}
-    first = start_customer_pull("nhanh", "limit")
+    first = start_pull("nhanh", "customers", "limit")
     assert first.synchronous and first.job.status == JobStatus.COMPLETED and first.job.processed == 500
     first_ids = stored_ids()
-    second = start_customer_pull("nhanh", "limit")
+    second = start_pull("nhanh", "customers", "limit")
     assert second.job.processed == 500
     assert len(stored_ids()) == 1000 and first_ids < stored_ids()  # the next 500, not the same ones again
-    third = start_customer_pull("nhanh", "limit")
+    third = start_pull("nhanh", "customers", "limit")
     assert third.job.processed == 200 and stored_ids() == expected_ids(nhanh)
     assert PullMark.objects.get(key="nhanh_customers_limit").value == {"cursor": None}  # wraps to the start
 
 
 def test_new_updated_pull_uses_the_last_24_hours_first_then_its_high_water_mark(nhanh):
-    first = start_customer_pull("nhanh", "new")
+    first = start_pull("nhanh", "customers", "new")
     assert first.synchronous and first.job.status == JobStatus.COMPLETED
     import time
 
@@ -120,7 +125,7 @@ def test_new_updated_pull_uses_the_last_24_hours_first_then_its_high_water_mark(
     mark = PullMark.objects.get(key="nhanh_customers_new").value["updated_to"]
     changed = sorted(expected_ids(nhanh) - stored_ids())[:3]
     control(nhanh.base_url, "nhanh", "touch", {"ids": changed, "totalAmount": 999_000})
-    second = start_customer_pull("nhanh", "new")
+    second = start_pull("nhanh", "customers", "new")
     assert set(changed) <= stored_ids()
     assert second.job.metadata["created"] == 3
     assert PullMark.objects.get(key="nhanh_customers_new").value["updated_to"] >= mark
@@ -139,7 +144,7 @@ def test_two_simultaneous_starts_of_the_same_pull_one_runs_one_is_refused(nhanh,
 
         barrier.wait()
         try:
-            results.append(start_customer_pull("nhanh", "filtered", filters={"type": 1}))
+            results.append(start_pull("nhanh", "customers", "filtered", filters={"type": 1}))
         except jobs.PullRefused as exc:
             results.append(exc)
         finally:
@@ -153,16 +158,16 @@ def test_two_simultaneous_starts_of_the_same_pull_one_runs_one_is_refused(nhanh,
     assert sorted(type(r).__name__ for r in results) == ["PullConflict", "PullStarted"]
     assert "already running" in str(next(r for r in results if isinstance(r, jobs.PullConflict)))
     # Other filters and the other system are not blocked.
-    start_customer_pull("nhanh", "filtered", filters={"type": 2})
-    start_customer_pull("nhanh", "all")
+    start_pull("nhanh", "customers", "filtered", filters={"type": 2})
+    start_pull("nhanh", "customers", "all")
 
 
 def test_different_filters_and_systems_run_together(nhanh, celery_worker_process):
     celery_worker_process()
     celery_worker_process()
     control(nhanh.base_url, "nhanh", "faults", {"latency_ms": 150})
-    a = start_customer_pull("nhanh", "filtered", filters={"type": 1})
-    b = start_customer_pull("nhanh", "filtered", filters={"type": 2})
+    a = start_pull("nhanh", "customers", "filtered", filters={"type": 1})
+    b = start_pull("nhanh", "customers", "filtered", filters={"type": 2})
     for started in (a, b):
         wait_for(lambda s=started: not job_of(s).is_active, timeout=120, message="pull finished")
         assert job_of(started).status == JobStatus.COMPLETED
@@ -180,7 +185,7 @@ def test_worker_killed_mid_pull_resumes_from_its_checkpoint_and_loses_nothing(sa
     connect_nhanh(server)
     control(server.base_url, "nhanh", "faults", {"latency_ms": 25})
     worker = celery_worker_process(SHOPBRIDGE_UPSERT_BATCH_SIZE=200)
-    first = start_customer_pull("nhanh", "all")
+    first = start_pull("nhanh", "customers", "all")
     wait_for(lambda: PullProgress.objects.filter(progress_id="nhanh_customers", items_done__gte=800).exists(),
              timeout=120, message=f"some batches committed; worker log:\n{worker.log()}")
     worker.kill(signal.SIGKILL)  # no cleanup, no final status: a machine dying mid-pull
@@ -189,11 +194,11 @@ def test_worker_killed_mid_pull_resumes_from_its_checkpoint_and_loses_nothing(sa
     done_before = progress.items_done
     assert NhanhCustomer.objects.count() == done_before  # the checkpoint covers exactly what was committed
     with pytest.raises(jobs.PullConflict):  # heartbeat still fresh: the dead pull still holds the id
-        start_customer_pull("nhanh", "all")
+        start_pull("nhanh", "customers", "all")
     wait_for(lambda: PullProgress.objects.get(progress_id="nhanh_customers").is_stale, timeout=10,
              message="pull goes stale")
     control(server.base_url, "nhanh", "faults", {"latency_ms": 0})
-    resumed = start_customer_pull("nhanh", "all")
+    resumed = start_pull("nhanh", "customers", "all")
     assert resumed.resumed
     celery_worker_process()  # a new worker (another machine, say) picks the queued resume up
     wait_for(lambda: not job_of(resumed).is_active, timeout=120, message="resumed pull finished")
@@ -210,7 +215,7 @@ def test_a_429_storm_and_a_5xx_burst_are_ridden_out(nhanh, settings):
     # Six failures in a row on one request: within the production retry budget (8 attempts).
     settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "HTTP_MAX_ATTEMPTS": 8}
     control(nhanh.base_url, "nhanh", "faults", {"rate_limit_next": 3, "server_error_next": 3})
-    job = job_of(start_customer_pull("nhanh", "all"))
+    job = job_of(start_pull("nhanh", "customers", "all"))
     assert job.status == JobStatus.COMPLETED, job.error
     assert stored_ids() == expected_ids(nhanh)
 
@@ -224,7 +229,7 @@ def test_when_retries_run_out_the_job_fails_with_its_checkpoint_kept_and_a_rerun
         from django.db import connections
 
         try:
-            box["started"] = start_customer_pull("nhanh", "all")
+            box["started"] = start_pull("nhanh", "customers", "all")
         finally:
             connections.close_all()
 
@@ -239,14 +244,14 @@ def test_when_retries_run_out_the_job_fails_with_its_checkpoint_kept_and_a_rerun
     assert progress.status == PullStatus.FAILED and progress.checkpoint["cursor"]
     assert NhanhCustomer.objects.count() == progress.items_done >= 300
     control(nhanh.base_url, "nhanh", "faults", {"server_error_next": 0, "latency_ms": 0})
-    again = start_customer_pull("nhanh", "all")
+    again = start_pull("nhanh", "customers", "all")
     assert again.resumed and job_of(again).status == JobStatus.COMPLETED
     assert stored_ids() == expected_ids(nhanh)
 
 
 def test_malformed_rows_are_counted_with_reasons_and_the_pull_goes_on(nhanh):
     control(nhanh.base_url, "nhanh", "faults", {"malformed_rate": 0.05})
-    job = job_of(start_customer_pull("nhanh", "all"))
+    job = job_of(start_pull("nhanh", "customers", "all"))
     assert job.status == JobStatus.COMPLETED
     assert 20 < job.failed < 120 and job.successful + job.failed == 1200
     assert job.metadata["errors"] and len(job.metadata["errors"]) <= 20
@@ -257,7 +262,7 @@ def test_malformed_rows_are_counted_with_reasons_and_the_pull_goes_on(nhanh):
 
 def test_rejected_credentials_fail_the_job_at_once_with_a_clear_message(nhanh):
     connect_nhanh(nhanh, access_token="not-the-token")
-    job = job_of(start_customer_pull("nhanh", "all"))
+    job = job_of(start_pull("nhanh", "customers", "all"))
     assert job.status == JobStatus.FAILED
     assert job.error.startswith("AuthRejected") and "ERR_INVALID_ACCESS_TOKEN" in job.error
     assert "not-the-token" not in job.error
@@ -266,7 +271,7 @@ def test_rejected_credentials_fail_the_job_at_once_with_a_clear_message(nhanh):
 
 
 def test_missing_connection_fails_with_instructions(db):
-    job = job_of(start_customer_pull("nhanh", "all"))
+    job = job_of(start_pull("nhanh", "customers", "all"))
     assert job.status == JobStatus.FAILED and "manage.py demo" in job.error
 
 
@@ -288,7 +293,7 @@ def test_admin_refusal_says_which_pull_holds_the_id_and_since_when(nhanh, staff_
     from config.celery import app
 
     app.conf.task_always_eager = False
-    holder = start_customer_pull("nhanh", "all")
+    holder = start_pull("nhanh", "customers", "all")
     page = staff_client.post(reverse("admin:customers_nhanhcustomer_pull"), {"mode": "all"}, follow=True)
     html = page.content.decode()
     assert f"Pull nhanh_customers is already running (job #{holder.job.pk}) since" in html
@@ -306,8 +311,8 @@ def test_force_restart_needs_its_permission(nhanh, client, django_user_model, se
     client.force_login(user)
     form = client.get(reverse("admin:customers_nhanhcustomer_pull")).content.decode()
     assert "force_restart" not in form
-    start_customer_pull("nhanh", "all")
-    r = client.post(reverse("customers:start-pull"), {"system": "nhanh", "mode": "all", "force_restart": True},
+    start_pull("nhanh", "customers", "all")
+    r = client.post(PULL_URL(), {"system": "nhanh", "mode": "all", "force_restart": True},
                     content_type="application/json")
     assert r.status_code == 403
 
@@ -319,7 +324,7 @@ def test_json_endpoint_answers_202_409_400_and_refuses_anonymous(nhanh, staff_cl
     from config.celery import app
 
     app.conf.task_always_eager = False
-    url = reverse("customers:start-pull")
+    url = PULL_URL()
     assert Client().post(url, {}, content_type="application/json").status_code == 401
     r = staff_client.post(url, {"system": "nhanh", "mode": "all"}, content_type="application/json")
     assert r.status_code == 202 and r.json()["progress_id"] == "nhanh_customers"
@@ -339,7 +344,7 @@ def test_json_endpoint_needs_csrf_for_browser_sessions(nhanh, staff_user):
 
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(staff_user)
-    r = browser.post(reverse("customers:start-pull"), {"system": "nhanh"}, content_type="application/json")
+    r = browser.post(PULL_URL(), {"system": "nhanh"}, content_type="application/json")
     assert r.status_code == 403
 
 

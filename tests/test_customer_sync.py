@@ -8,6 +8,7 @@ import json
 import pytest
 from django.core.management import call_command
 
+from customers.job_types import CustomerJobType as JobType
 from customers.models import (
     AmbiguousMatch,
     CustomerMapping,
@@ -17,14 +18,14 @@ from customers.models import (
     ShopifyCustomerPhone,
     SyncStatus,
 )
-from customers.services import start_customer_pull
 from customers.services.matching import auto_match_customers
 from customers.services.sync import CUSTOMERS_PER_CALL, Loyalty, start_sync
 from integrations.models import Connection
 from integrations.nhanh import sandbox as nhanh_sandbox
 from integrations.sandbox.server import control
 from integrations.shopify import sandbox as shopify_sandbox
-from jobs.models import BackgroundJob, JobStatus, JobType, StartedBy
+from jobs.models import BackgroundJob, JobStatus, StartedBy
+from jobs.pull_specs import start_pull
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,24 +65,24 @@ def both(sandbox_factory):
 
 def pull_both():
     for system in ("nhanh", "shopify"):
-        job = BackgroundJob.objects.get(pk=start_customer_pull(system, "all").job.pk)
+        job = BackgroundJob.objects.get(pk=start_pull(system, "customers", "all").job.pk)
         assert job.status == JobStatus.COMPLETED, job.error
 
 
 # --- Shopify pulls (issue 3) --------------------------------------------------------------------------------
 def test_shopify_pull_all_and_with_query(both):
-    job = BackgroundJob.objects.get(pk=start_customer_pull("shopify", "all").job.pk)
+    job = BackgroundJob.objects.get(pk=start_pull("shopify", "customers", "all").job.pk)
     assert job.status == JobStatus.COMPLETED, job.error
     assert job.metadata["created"] == 1000 and ShopifyCustomer.objects.count() == 1000
     assert job.metadata["api_cost"] > 0
-    again = BackgroundJob.objects.get(pk=start_customer_pull("shopify", "all").job.pk)
+    again = BackgroundJob.objects.get(pk=start_pull("shopify", "customers", "all").job.pk)
     assert again.metadata["skipped"] == 1000 and again.metadata["created"] == 0
     # Phones from the phone field, the address and the note are all normalized.
     sources = set(ShopifyCustomerPhone.objects.values_list("source", flat=True))
     assert sources == {"shopify_phone", "shopify_address", "shopify_note"}
     ShopifyCustomer.objects.all().delete()
     query = "state:ENABLED AND updated_at:>='2025-06-01T00:00:00Z'"
-    started = start_customer_pull("shopify", "query", query=query)
+    started = start_pull("shopify", "customers", "query", filters={"query": query})
     assert started.progress_id.startswith("shopify_customers_")
     want = {int(i) for i in control(both.base_url, "shopify", "expected", {"query": query})["result"]}
     assert 0 < len(want) < 1000
@@ -89,8 +90,8 @@ def test_shopify_pull_all_and_with_query(both):
 
 
 def test_nhanh_and_shopify_pulls_have_different_ids_and_run_side_by_side(both):
-    a = start_customer_pull("nhanh", "all")
-    b = start_customer_pull("shopify", "all")
+    a = start_pull("nhanh", "customers", "all")
+    b = start_pull("shopify", "customers", "all")
     assert a.progress_id == "nhanh_customers" and b.progress_id == "shopify_customers"
 
 
@@ -173,7 +174,7 @@ def test_sync_writes_total_and_tier_and_skips_unchanged_totals(matched):
                                                  "totalAmount": moved.nhanh_customer.total_spent + 25_000_000})
     control(matched.base_url, "nhanh", "touch", {"ids": [tiny.nhanh_customer.nhanh_id],
                                                  "totalAmount": tiny.nhanh_customer.total_spent + 500})
-    start_customer_pull("nhanh", "all")
+    start_pull("nhanh", "customers", "all")
     auto = start_sync(scope="changed", force=False, started_by=StartedBy.BEAT, run_now=True)
     assert auto.metadata["sent"] == 1
     fields = shopify_metafields(matched, moved.shopify_customer.shopify_id)

@@ -7,8 +7,9 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from customers.job_types import CustomerJobType as JobType
 from jobs import services
-from jobs.models import BackgroundJob, JobStatus, JobType, PullProgress, StartedBy
+from jobs.models import BackgroundJob, JobStatus, PullProgress, StartedBy
 
 pytestmark = pytest.mark.django_db
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from customers.job_types import CustomerJobType as JobType
 from jobs import services
-from jobs.models import BackgroundJob, JobStatus, JobType, StartedBy
+from jobs.models import BackgroundJob, JobStatus, StartedBy
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -12,13 +12,24 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
+from customers.job_types import CustomerJobType as JobType
 from jobs import services
-from jobs.models import BackgroundJob, JobStatus, JobType, PullProgress, PullStatus, StartedBy
+from jobs.models import BackgroundJob, JobStatus, PullProgress, PullStatus, StartedBy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TEST_TYPE = "TEST_STEPPED"
 TEST_PULL = "TEST_PULL"
+
+
+@pytest.fixture(autouse=True)
+def test_types_registered():
+    """Jobs can only be created for registered types: these tests' own types (tests re-register with handlers)."""
+    for job_type in (TEST_TYPE, TEST_PULL):
+        services.register_job_type(job_type, run=lambda ctx: None)
+    yield
+    for job_type in (TEST_TYPE, TEST_PULL):
+        services.unregister_job_type(job_type)
 
 
 def in_thread(fn, *args, **kwargs):
@@ -53,7 +64,7 @@ def stepped_handler():
 
     services.register_job_type(TEST_TYPE, run=run)
     yield steps, reached
-    services._REGISTRY.pop(TEST_TYPE, None)
+    services.unregister_job_type(TEST_TYPE)
 
 
 def reload(job):
@@ -76,7 +87,7 @@ def test_running_job_is_visible_from_another_connection_and_moves_batch_by_batch
     assert box.get("result") == JobStatus.COMPLETED, box
     done = reload(job)
     assert (done.status, done.processed, done.successful, done.failed) == (JobStatus.COMPLETED, 50, 50, 0)
-    assert done.completed_at and done.heartbeat_at and done.metadata.get("speed")
+    assert done.completed_at and done.heartbeat_at and done.speed  # derived: no copy in metadata
 
 
 def test_cancel_stops_a_running_job_at_a_batch_boundary_with_counts_intact(stepped_handler):
@@ -102,7 +113,7 @@ def test_cancel_pending_job_is_immediate_and_never_runs():
         assert services.cancel_job(job)
         assert services.run_job(job.pk) == JobStatus.CANCELLED
     finally:
-        services._REGISTRY.pop(TEST_TYPE, None)
+        services.unregister_job_type(TEST_TYPE)
 
 
 def test_failing_handler_fails_the_job_with_a_clear_error():
@@ -117,7 +128,7 @@ def test_failing_handler_fails_the_job_with_a_clear_error():
         job = reload(job)
         assert job.error.startswith("ValueError: upstream sent garbage") and job.processed == 3
     finally:
-        services._REGISTRY.pop(TEST_TYPE, None)
+        services.unregister_job_type(TEST_TYPE)
 
 
 def test_finished_job_is_not_run_twice():
@@ -129,7 +140,7 @@ def test_finished_job_is_not_run_twice():
         assert services.run_job(job.pk) == JobStatus.COMPLETED  # redelivered message: skipped
         assert calls == [1]
     finally:
-        services._REGISTRY.pop(TEST_TYPE, None)
+        services.unregister_job_type(TEST_TYPE)
 
 
 def test_live_running_job_refuses_a_second_worker_but_a_stale_one_is_taken_over():
@@ -142,7 +153,7 @@ def test_live_running_job_refuses_a_second_worker_but_a_stale_one_is_taken_over(
         BackgroundJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
         assert services.run_job(job.pk) == JobStatus.COMPLETED
     finally:
-        services._REGISTRY.pop(TEST_TYPE, None)
+        services.unregister_job_type(TEST_TYPE)
 
 
 def test_fail_stale_jobs_marks_only_jobs_without_heartbeat():
@@ -228,7 +239,7 @@ def test_same_id_refused_while_running_then_free_after_completion():
     with pytest.raises(services.PullConflict) as exc:
         claim({"type": 1})
     assert first.progress.progress_id in str(exc.value) and f"job #{first.job.pk}" in str(exc.value)
-    assert exc.value.as_dict()["running"]["job_id"] == first.job.pk
+    assert services.refusal_as_dict(exc.value)["running"]["job_id"] == first.job.pk
     services.finish_pull(first.progress.progress_id, first.progress.run_token, PullStatus.COMPLETED)
     second = claim({"type": 1})
     assert second.job.pk != first.job.pk and not second.resumed
@@ -283,7 +294,7 @@ def test_force_restart_starts_fresh_and_the_old_worker_stops_at_its_next_batch()
         progress = PullProgress.objects.get()
         assert progress.job_id == second.job.pk and progress.status == PullStatus.RUNNING  # the new run holds it
     finally:
-        services._REGISTRY.pop(TEST_PULL, None)
+        services.unregister_job_type(TEST_PULL)
 
 
 def test_the_cap_refuses_the_fourth_pull_and_stale_pulls_do_not_count(settings):
@@ -348,4 +359,4 @@ def test_retry_reruns_with_the_same_params():
         new = services.retry_job(reload(job))
         assert new.retry_of_id == job.pk and new.params == {"a": 1} and new.status == JobStatus.PENDING
     finally:
-        services._REGISTRY.pop(TEST_TYPE, None)
+        services.unregister_job_type(TEST_TYPE)

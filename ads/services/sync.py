@@ -36,10 +36,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs import services as jobs
-from jobs.models import BackgroundJob, JobStatus, JobType, StartedBy
+from jobs.models import BackgroundJob, JobStatus, StartedBy
 
 from ..models import (
     ACTIVE_STAGES,
+    ADS_SYNC,
     Campaign,
     CampaignDailyPerformance,
     QueueStatus,
@@ -173,7 +174,7 @@ def process_queue(batch: int | None = None, *, started_by: str = StartedBy.BEAT)
 
 
 def _claim_entry(entry: SyncQueue, *, started_by: str, user=None, retry_of=None) -> BackgroundJob:
-    job = jobs.create_job(JobType.ADS_SYNC, params={"shop": entry.shop_id, "queue_id": entry.pk},
+    job = jobs.create_job(ADS_SYNC, params={"shop": entry.shop_id, "queue_id": entry.pk},
                           started_by=started_by, user=user, retry_of=retry_of,
                           metadata={"shop_id": entry.shop.shop_id, "sync_type": entry.sync_type,
                                     "stage": Stage.IDLE, "chunks": "0/?"})
@@ -627,7 +628,7 @@ def restart_job(*, params, started_by, user, retry_of=None, force_restart=False)
         return start_shop_sync(shop, started_by=started_by, user=user, retry_of=retry_of)
     except RunRefused as exc:
         enqueue_shop(shop, priority=MANUAL_PRIORITY)
-        job = jobs.create_job(JobType.ADS_SYNC, params=dict(params), started_by=started_by, user=user,
+        job = jobs.create_job(ADS_SYNC, params=dict(params), started_by=started_by, user=user,
                               retry_of=retry_of, metadata={"shop_id": shop.shop_id})
         _update_job(job.pk, status=JobStatus.CANCELLED, completed_at=timezone.now(),
                     error=f"{exc}. The shop was queued to sync after the current run.")
@@ -690,7 +691,7 @@ def retry_failed_chunks(shop: Shop, *, started_by: str = StartedBy.USER, user=No
     progress = SyncProgress.objects.filter(shop=shop).first()
     if progress is None or progress.stage != Stage.FAILED or not progress.failed_chunks:
         raise RunRefused(f"shop {shop.shop_id} has no failed chunks to retry")
-    job = jobs.create_job(JobType.ADS_SYNC, params={"shop": shop.pk, "queue_id": progress.queue_entry_id,
+    job = jobs.create_job(ADS_SYNC, params={"shop": shop.pk, "queue_id": progress.queue_entry_id,
                                                     "retry_chunks": True},
                           started_by=started_by, user=user, retry_of=progress.job,
                           metadata={"shop_id": shop.shop_id, "retry_of_run": str(progress.run_id)})

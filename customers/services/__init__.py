@@ -1,5 +1,2 @@
-"""The customers app's write layer: pulls (pulls.py), and the helpers they build on."""
-
-from .pulls import PullInputError, PullStarted, start_customer_pull, start_demo_pulls
-
-__all__ = ["PullInputError", "PullStarted", "start_customer_pull", "start_demo_pulls"]
+"""The customers app's write layer: pulls (declared on jobs.pull_specs), matching (mappings.py holds every write
+to mappings), the loyalty sync, and the record readers they build on."""

@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from jobs import services as jobs
-from jobs.models import BackgroundJob, JobType, StartedBy
+from jobs.models import BackgroundJob, StartedBy
 
+from ..job_types import CustomerJobType
 from ..models import (
     AmbiguousMatch,
     CustomerMapping,
@@ -33,6 +34,8 @@ from ..models import (
     ShopifyCustomerPhone,
     SyncStatus,
 )
+from . import mappings
+from .mappings import MappingError, match_manually, unmatch  # noqa: F401 - the matching API staff use
 
 log = logging.getLogger(__name__)
 
@@ -98,27 +101,18 @@ class MatchResult:
     considered: int = 0
     dry_run: bool = False
     sql_seconds: float = 0.0
+    job_seconds: float = 0.0
     ambiguous_examples: list[dict] = field(default_factory=list)
 
     def as_metadata(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def _serialize_matches(cursor) -> None:
-    """Every write to the mappings (auto-match, manual match, unmatch) takes this lock for its transaction:
-    a second auto-match waits and then finds nothing new, and no manual match can slip in between the
-    auto-match's SELECT and its INSERT (so the INSERT needs no ON CONFLICT, which slows it down).
-    SQLite is serialized already (IMMEDIATE transactions)."""
-    if connection.vendor == "postgresql":
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [0x5B_0B_3A_7C])
-
-
 def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) -> MatchResult:
     examples = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"] if examples is None else examples
     t = _tables()
     result = MatchResult(dry_run=dry_run)
-    with transaction.atomic(), connection.cursor() as cur:
-        _serialize_matches(cur)
+    with mappings.writing() as cur:
         cur.execute(COUNTS_SQL.format(**t))
         no_phone, unmapped, mapped = cur.fetchone()
         started = time.perf_counter()
@@ -188,50 +182,12 @@ def _with_upstream_ids(examples: list[dict]) -> list[dict]:
              "other_nhanh_ids": [nhanh.get(r) for r in e["nhanh_rivals"]]} for e in examples]
 
 
-# --- manual decisions -----------------------------------------------------------------------------------
-class MappingError(ValueError):
-    pass
-
-
-def match_manually(nhanh_customer_id: int, shopify_customer_id: int, *, user=None) -> CustomerMapping:
-    """Staff's match wins over anything auto-match did or would do (for these two customers)."""
-    with transaction.atomic():
-        with connection.cursor() as cur:
-            _serialize_matches(cur)
-        taken = CustomerMapping.objects.filter(shopify_customer_id=shopify_customer_id, is_active=True).exclude(
-            nhanh_customer_id=nhanh_customer_id).select_related("nhanh_customer").first()
-        if taken:
-            raise MappingError(f"That Shopify customer is already matched to {taken.nhanh_customer}; unmatch it first.")
-        mapping, _ = CustomerMapping.objects.update_or_create(
-            nhanh_customer_id=nhanh_customer_id,
-            defaults={"shopify_customer_id": shopify_customer_id, "is_active": True, "matched_by": MatchedBy.MANUAL,
-                      "matched_phone": "", "matched_at": timezone.now(), "matched_by_user": user,
-                      "sync_status": SyncStatus.PENDING, "last_error": "", "sync_attempts": 0},
-        )
-        AmbiguousMatch.objects.filter(nhanh_customer_id=nhanh_customer_id).delete()
-    return mapping
-
-
-def unmatch(mappings, *, user=None) -> int:
-    """Keep the row, inactive and marked manual: auto-match then leaves this Nhanh customer alone."""
-    with transaction.atomic():
-        with connection.cursor() as cur:
-            _serialize_matches(cur)
-        return CustomerMapping.objects.filter(pk__in=[m.pk for m in mappings], is_active=True).update(
-            is_active=False, matched_by=MatchedBy.MANUAL, matched_by_user=user, matched_at=timezone.now())
-
-
 # --- as a job ---------------------------------------------------------------------------------------------
 def start_auto_match(*, dry_run: bool = False, started_by: str = StartedBy.SYSTEM, user=None,
                      retry_of: BackgroundJob | None = None, run_now: bool = False, **_ignored) -> BackgroundJob:
-    job = jobs.create_job(JobType.AUTO_MATCH_CUSTOMERS, params={"dry_run": dry_run}, started_by=started_by,
+    job = jobs.create_job(CustomerJobType.AUTO_MATCH_CUSTOMERS, params={"dry_run": dry_run}, started_by=started_by,
                           user=user, retry_of=retry_of, metadata={"dry_run": dry_run})
-    if run_now:
-        jobs.run_job(job.pk)
-        job.refresh_from_db()
-    else:
-        jobs.enqueue(job)
-    return job
+    return jobs.launch(job, run_now=run_now)
 
 
 def run_auto_match_job(ctx: jobs.JobContext) -> None:
@@ -247,4 +203,5 @@ def run_auto_match_job(ctx: jobs.JobContext) -> None:
 
 
 def register() -> None:
-    jobs.register_job_type(JobType.AUTO_MATCH_CUSTOMERS, run=run_auto_match_job, start=start_auto_match)
+    jobs.register_job_type(CustomerJobType.AUTO_MATCH_CUSTOMERS, label="Auto-match customers", run=run_auto_match_job,
+                           start=start_auto_match, result=MatchResult, permission="customers.run_automatch")

@@ -21,11 +21,13 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from integrations.clients import client_for
 from jobs import services as jobs
-from jobs.models import BackgroundJob, JobType, StartedBy
+from jobs.models import BackgroundJob, StartedBy
 
-from ..models import CustomerMapping, LoyaltyTier, MatchedBy, NhanhCustomer, ShopifyCustomer, SyncStatus
-from .pulls import shopify_client
+from ..job_types import CustomerJobType
+from ..models import CustomerMapping, LoyaltyTier, NhanhCustomer, SyncStatus
+from . import mappings
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,7 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
     qs = in_scope if force and scope != "changed" else needing_send(in_scope)
     totals = SyncTotals()
     own_client = client is None
-    client = client or shopify_client()
+    client = client or client_for("shopify")
     try:
         total = qs.count()
         totals.skipped = in_scope.count() - total
@@ -219,6 +221,21 @@ def _counts(totals: SyncTotals) -> dict:
             "failed": totals.failed}
 
 
+@dataclass
+class SyncResult:
+    """What a sync job reports (``jobs.results.result_of``)."""
+
+    sent: int = 0
+    skipped: int = 0
+    failed_customers: int = 0
+    calls: int = 0
+    created: int = 0
+    errors: list[str] = field(default_factory=list)
+    api_cost: int | None = None
+    scope: str = ""
+    force: bool = False
+
+
 def _summary(totals: SyncTotals) -> dict:
     return {"sent": totals.sent, "skipped": totals.skipped, "failed_customers": totals.failed,
             "calls": totals.calls, "created": totals.created, "errors": totals.errors}
@@ -248,12 +265,13 @@ def create_missing_customers(client, loyalty: Loyalty, totals: SyncTotals, keep_
                 totals.errors.append(f"Nhanh customer {nhanh.nhanh_id}: {json.dumps(user_errors, ensure_ascii=False)}")
             continue
         legacy = int(customer.get("legacyResourceId") or str(customer["id"]).rsplit("/", 1)[-1])
-        shopify, _ = ShopifyCustomer.objects.get_or_create(
-            shopify_id=legacy, defaults={"first_name": given, "last_name": family, "email": nhanh.email,
-                                         "phone": data.get("phone", ""), "raw": customer, "payload_hash": ""})
-        CustomerMapping.objects.create(nhanh_customer=nhanh, shopify_customer=shopify, matched_by=MatchedBy.CREATED,
-                                       sync_status=SyncStatus.SYNCED, synced_at=timezone.now(),
-                                       last_sent_total=nhanh.total_spent, last_sent_tier=tier, sync_attempts=1)
+        mapped = mappings.map_created_customer(
+            nhanh, legacy, {"first_name": given, "last_name": family, "email": nhanh.email,
+                            "phone": data.get("phone", ""), "raw": customer},
+            total=nhanh.total_spent, tier=tier)
+        if mapped is None:
+            totals.skipped += 1  # mapped meanwhile (staff, or a concurrent run): theirs stands
+            continue
         totals.created += 1
         if ctx and totals.created % 20 == 0:
             ctx.progress(**_counts(totals))
@@ -269,16 +287,11 @@ def start_sync(*, scope: str = "all", ids=None, force: bool | None = None, start
         raise ValueError(f"unknown sync scope {scope!r}; use one of {', '.join(SCOPES)}")
     if force is None:
         force = started_by in (StartedBy.USER, StartedBy.COMMAND)
-    job_type = JobType.RETRY_FAILED_SYNC if scope == "failed" else JobType.CUSTOMER_SYNC
+    job_type = CustomerJobType.RETRY_FAILED_SYNC if scope == "failed" else CustomerJobType.CUSTOMER_SYNC
     params = {"scope": scope, "ids": list(ids or []), "force": force, "create_missing": create_missing}
     job = jobs.create_job(job_type, params=params, started_by=started_by, user=user, retry_of=retry_of,
                           metadata={"scope": scope, "force": force})
-    if run_now:
-        jobs.run_job(job.pk)
-        job.refresh_from_db()
-    elif start_now:
-        jobs.enqueue(job)
-    return job
+    return jobs.launch(job, run_now=run_now, start_now=start_now)
 
 
 def _restart(*, params, started_by, user, retry_of=None, force_restart=False) -> BackgroundJob:
@@ -292,5 +305,7 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
 
 
 def register() -> None:
-    jobs.register_job_type(JobType.CUSTOMER_SYNC, run=run_sync_job, start=_restart)
-    jobs.register_job_type(JobType.RETRY_FAILED_SYNC, run=run_sync_job, start=_restart)
+    for job_type, label in ((CustomerJobType.CUSTOMER_SYNC, "Sync customers to Shopify"),
+                            (CustomerJobType.RETRY_FAILED_SYNC, "Retry failed syncs")):
+        jobs.register_job_type(job_type, label=label, run=run_sync_job, start=_restart, result=SyncResult,
+                               permission="customers.sync_to_shopify")

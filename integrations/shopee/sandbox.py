@@ -177,8 +177,10 @@ class ShopeeSandbox(SandboxApp):
         return f"shop:{request.arg('shop_id')}"
 
     def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
-        return _error("ads.rate_limit.exceed_shop_api", "Too many requests for this shop, please retry later.",
-                      429)
+        response = _error("ads.rate_limit.exceed_shop_api", "Too many requests for this shop, please retry later.",
+                          429)
+        response.rate_limited = True  # counted in the status (GET /_sandbox/)
+        return response
 
     def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
         return _error("error_server", "Something wrong. Please try later.", status)
@@ -286,7 +288,9 @@ class ShopeeSandbox(SandboxApp):
                     if rule[0] > 0:
                         rule[0] -= 1
                     status = 429 if rule[1].startswith("ads.rate_limit") else 500 if rule[1] == "error_server" else 200
-                    return _error(rule[1], f"injected failure for campaign {cid}", status)
+                    response = _error(rule[1], f"injected failure for campaign {cid}", status)
+                    response.rate_limited = status == 429
+                    return response
         return ids
 
     def get_product_level_campaign_id_list(self, request, shop_id):

@@ -25,12 +25,15 @@ class Command(BaseCommand):
         parser.add_argument("--shopee-shops", default="",
                             help="Campaign counts of the Shopee shops, e.g. 35,335,917,10000.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
+        parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
+                            help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
+                                 "changes from page to page). Also at run time: POST /_sandbox/nhanh/faults.")
 
     def handle(self, *args, **o):
         options = SandboxOptions(
             seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
-            latency_ms=o["latency_ms"],
+            latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"],
             shopee_shops=_counts(o["shopee_shops"]),
         )
         only = [n.strip() for n in o["only"].split(",") if n.strip()] or None

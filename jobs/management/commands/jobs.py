@@ -3,7 +3,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.display import job_display
-from jobs.models import BackgroundJob, JobStatus, JobType
+from jobs.models import BackgroundJob, JobStatus
+from jobs.registry import job_type_choices
 
 
 class Command(BaseCommand):
@@ -11,7 +12,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--status", choices=JobStatus.values)
-        parser.add_argument("--type", choices=JobType.values)
+        parser.add_argument("--type", choices=[t for t, _ in job_type_choices()])
         parser.add_argument("--limit", type=int, default=20)
         parser.add_argument("--watch", action="store_true", help="Refresh every 2 s until Ctrl-C.")
 

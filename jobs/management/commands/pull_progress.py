@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.claims import reset_pulls
 from jobs.display import duration
 from jobs.models import PullProgress
-from jobs.services import reset_pulls
+from jobs.pull_specs import pull_specs
 
 
 class Command(BaseCommand):
@@ -10,8 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--reset", action="store_true", help="Delete progress and checkpoints.")
-        parser.add_argument("--system", choices=["nhanh", "shopify", "pancake"])
-        parser.add_argument("--type", dest="kind", choices=["customers", "products"])
+        specs = pull_specs()
+        parser.add_argument("--system", choices=sorted({s.system for s in specs}))
+        parser.add_argument("--type", dest="kind", choices=sorted({s.kind for s in specs}))
         parser.add_argument("--id", dest="progress_id", help="Reset one progress id.")
 
     def handle(self, *args, **o):

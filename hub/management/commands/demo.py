@@ -7,6 +7,8 @@ from django.core.management.base import BaseCommand
 
 from config.schedules import install_schedules
 from integrations.models import Connection, System
+from jobs.errors import PullRefused
+from jobs.pull_specs import pull_specs, start_pull
 
 SANDBOX_CONNECTIONS = {
     # system: (module holding the sandbox's accepted credentials, connection fields)
@@ -65,9 +67,12 @@ class Command(BaseCommand):
 
         job = start_selftest(params={"items": 200, "batch": 10, "delay": 0.2}, started_by=StartedBy.COMMAND)
         self.stdout.write(f"Queued self-test job #{job.pk}.")
-        try:
-            from customers import services as customer_services
-        except ImportError:
-            return
-        for line in customer_services.start_demo_pulls():
-            self.stdout.write(line)
+        for spec in pull_specs():
+            if spec.demo_mode is None:
+                continue
+            try:
+                started = start_pull(spec.system, spec.kind, spec.demo_mode, started_by=StartedBy.COMMAND)
+            except PullRefused as exc:
+                self.stdout.write(f"{spec.label}: not started: {exc}")
+            else:
+                self.stdout.write(f"Queued {spec.label.lower()}, job #{started.job.pk}.")

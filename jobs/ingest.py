@@ -1,0 +1,190 @@
+"""What every pulled record shares, for any app's upsert: the abstract model, the readers that turn upstream
+values into fields (raising MalformedRow with the reason staff see), and one set-based batch upsert.
+
+``upsert_records`` makes one SELECT to classify the batch, one upsert for new and changed rows and, when the
+record has a child table (customers' phones, say), one DELETE + one INSERT to refresh the children of the rows
+it wrote. Unchanged rows (same payload hash) are neither parsed nor written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from django.db import models
+from django.utils import timezone
+
+from . import bulk
+from .pulls import BatchResult
+
+
+class UpstreamRecord(models.Model):
+    """Fields every pulled record has: the raw payload, its hash (unchanged rows are skipped), our times."""
+
+    raw = models.JSONField(default=dict)
+    payload_hash = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        abstract = True
+
+
+class MalformedRow(ValueError):
+    pass
+
+
+def payload_hash(raw: dict) -> str:
+    return hashlib.md5(  # noqa: S324 - change detection, not security
+        json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+# --- readers: upstream value → field value ------------------------------------------------------------
+def text(value, limit: int) -> str:
+    if value is None:
+        return ""
+    return str(value).strip()[:limit]
+
+
+def integer(value, what: str, *, required=False) -> int | None:
+    """An int from an int, a float-free decimal string or a number sent as a string."""
+    if value in (None, ""):
+        if required:
+            raise MalformedRow(f"{what} is missing")
+        return None
+    if isinstance(value, bool):
+        raise MalformedRow(f"{what} is not a number: {value!r}")
+    try:
+        return int(Decimal(str(value)))
+    except (InvalidOperation, ValueError):
+        raise MalformedRow(f"{what} is not a number: {str(value)[:40]!r}") from None
+
+
+def decimal(value, what: str, *, default: str = "0") -> Decimal:
+    try:
+        return Decimal(str(value if value not in (None, "") else default))
+    except InvalidOperation:
+        raise MalformedRow(f"{what} is not a number: {str(value)[:40]!r}") from None
+
+
+def unix_time(value, what: str) -> datetime | None:
+    seconds = integer(value, what)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedRow(f"{what} is out of range: {seconds}") from None
+
+
+def ymd_date(value, what: str) -> date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise MalformedRow(f"{what} is not a Y-m-d date: {str(value)[:40]!r}") from None
+
+
+def iso_time(value, what: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedRow(f"{what} is not an ISO 8601 time: {str(value)[:40]!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def int_key(value) -> int | None:
+    """An upstream id as an int, or None when it is missing or not a whole number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+# --- the batch upsert -----------------------------------------------------------------------------------
+Parser = Callable[[dict], tuple[dict, list[dict]]]  # raw → (fields, child rows without their parent key)
+KeyOf = Callable[[dict], object]
+
+
+@dataclass(frozen=True)
+class ChildTable:
+    """Rows owned by each record (e.g. its normalized phones), replaced whenever the record is written."""
+
+    model: type[models.Model]
+    parent_field: str  # the child's FK column to the record, e.g. "customer_id"
+
+
+def upsert_records(
+    rows: list[dict],
+    *,
+    model: type[models.Model],
+    key: str,
+    key_of: KeyOf,
+    parse: Parser,
+    children: ChildTable | None = None,
+) -> BatchResult:
+    result = BatchResult()
+    digests: dict[object, tuple[str, dict]] = {}  # key → (hash, raw); the last one wins within a batch
+    unkeyed = []
+    for raw in rows:
+        ident = key_of(raw)
+        if ident is None:
+            unkeyed.append(raw)
+        else:
+            digests[ident] = (payload_hash(raw), raw)
+    result.skipped += len(rows) - len(unkeyed) - len(digests)  # duplicates inside the batch
+    known = dict(model.objects.filter(**{f"{key}__in": list(digests)}).values_list(key, "payload_hash"))
+    now = timezone.now()
+    to_write, child_rows = [], {}
+    for ident, (digest, raw) in digests.items():
+        if known.get(ident) == digest:
+            result.skipped += 1
+            continue
+        try:
+            fields, found = parse(raw)
+        except MalformedRow as exc:
+            _fail(result, model, ident, exc)
+            continue
+        if ident in known:
+            result.updated += 1
+        else:
+            result.created += 1
+        to_write.append({**fields, "raw": raw, "payload_hash": digest, "created_at": now, "updated_at": now})
+        if found or ident in known:
+            child_rows[ident] = found
+    for raw in unkeyed:  # parse only to say what is wrong with them
+        try:
+            parse(raw)
+            reason = MalformedRow("no usable id")
+        except MalformedRow as exc:
+            reason = exc
+        _fail(result, model, None, reason)
+    if not to_write:
+        return result
+    update_fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", key, "created_at")]
+    bulk.upsert(model, to_write, unique_field=key, update_fields=update_fields)
+    if children is not None and child_rows:
+        ids = dict(model.objects.filter(**{f"{key}__in": list(child_rows)}).values_list(key, "id"))
+        changed = [ids[ident] for ident in child_rows if ident in known]
+        if changed:  # a new record has no children to replace
+            children.model.objects.filter(**{f"{children.parent_field}__in": changed}).delete()
+        bulk.insert_ignoring_conflicts(children.model, [
+            {**child, children.parent_field: ids[ident]} for ident, found in child_rows.items() for child in found
+        ])
+    return result
+
+
+def _fail(result: BatchResult, model, ident, exc: Exception) -> None:
+    result.failed += 1
+    result.errors.append(f"{model.__name__} {ident if ident is not None else '(no id)'}: {exc}")

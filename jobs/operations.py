@@ -1,0 +1,53 @@
+"""Command targets: what ``manage.py automatch KIND`` and ``manage.py sync_shopify KIND`` run for each kind.
+
+Django command names are global, so those commands live here and dispatch through this registry; each app
+registers its kinds (with the extra command-line arguments they take) from its AppConfig.ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .models import BackgroundJob
+
+
+@dataclass(frozen=True)
+class Argument:
+    flags: tuple[str, ...]
+    options: dict = field(default_factory=dict)  # argparse keyword arguments
+
+
+@dataclass
+class Started:
+    job: BackgroundJob
+    already_ran: bool = False  # the job ran in the call (e.g. a dry run); just report it
+    queued_message: str = ""  # what to print when the job was only queued
+
+
+@dataclass(frozen=True)
+class Operation:
+    command: str  # "automatch", "sync_shopify"
+    kind: str  # "customers", "products", …
+    start: Callable[..., Started]  # start(options, wait=bool) → Started; raises ValueError for bad options
+    report: Callable[[BackgroundJob, dict], list[str]]  # lines printed once the job completed
+    arguments: Sequence[Argument] = ()
+
+
+_OPERATIONS: dict[tuple[str, str], Operation] = {}
+
+
+def register_operation(operation: Operation) -> None:
+    _OPERATIONS[(operation.command, operation.kind)] = operation
+
+
+def operations(command: str) -> list[Operation]:
+    return [op for (cmd, _), op in sorted(_OPERATIONS.items()) if cmd == command]
+
+
+def get_operation(command: str, kind: str) -> Operation:
+    op = _OPERATIONS.get((command, kind))
+    if op is None:
+        known = ", ".join(o.kind for o in operations(command)) or "none"
+        raise ValueError(f"`{command}` has no kind {kind!r}; known: {known}")
+    return op
