@@ -208,3 +208,26 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},  # the filesystem transport warns that it has no host
     },
 }
+
+# --- Shopee ads (ads/) ------------------------------------------------------------------------
+# A shop with more campaigns than the threshold is synced in chunks of ADS_CHUNK_SIZE (the first run; later
+# runs adapt the size to ADS_CHUNK_TARGET_SECONDS within [MIN, MAX]). Chunks of one shop run in parallel,
+# at most ADS_SHOP_CONCURRENCY at once (Shopee limits calls per shop).
+ADS_CHUNK_THRESHOLD = env.int("ADS_CHUNK_THRESHOLD", default=200)
+ADS_CHUNK_SIZE = env.int("ADS_CHUNK_SIZE", default=100)
+ADS_CHUNK_SIZE_MIN = env.int("ADS_CHUNK_SIZE_MIN", default=20)
+ADS_CHUNK_SIZE_MAX = env.int("ADS_CHUNK_SIZE_MAX", default=200)
+ADS_CHUNK_TARGET_SECONDS = env.float("ADS_CHUNK_TARGET_SECONDS", default=10.0)
+ADS_SHOP_CONCURRENCY = env.int("ADS_SHOP_CONCURRENCY", default=4)
+# A failing chunk is tried this many times, waiting BACKOFF × 2^(attempt-1) seconds between tries.
+ADS_CHUNK_MAX_ATTEMPTS = env.int("ADS_CHUNK_MAX_ATTEMPTS", default=3)
+ADS_CHUNK_RETRY_BACKOFF = env.float("ADS_CHUNK_RETRY_BACKOFF", default=5.0)
+ADS_STUCK_MINUTES = env.int("ADS_STUCK_MINUTES", default=30)
+ADS_QUEUE_BATCH = env.int("ADS_QUEUE_BATCH", default=10)
+ADS_QUEUE_KEEP_DAYS = env.int("ADS_QUEUE_KEEP_DAYS", default=7)
+ADS_PERFORMANCE_DAYS = env.int("ADS_PERFORMANCE_DAYS", default=2)  # realtime runs: yesterday and today
+ADS_BACKFILL_DAYS = env.int("ADS_BACKFILL_DAYS", default=7)
+ADS_TOKEN_REFRESH_MARGIN_SECONDS = env.int("ADS_TOKEN_REFRESH_MARGIN_SECONDS", default=300)
+ADMINS = [tuple(a.split(":", 1)) for a in env.list("ADMINS", default=[]) if ":" in a]  # "Name:mail@x"
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="shopbridge@localhost")
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -57,12 +57,12 @@ def test_test_connection_reports_ok_with_the_business_and_changes_nothing(staff_
 
 def test_test_connection_says_what_is_wrong(staff_client, nhanh_sandbox):
     bad_token = nhanh_connection(nhanh_sandbox, access_token="expired-token")
-    nowhere = Connection.objects.create(system="shopee", base_url="https://partner.shopeemobile.com")
+    nowhere = Connection.objects.create(system="pancake", base_url="https://pages.fm/api/public_api/v1")
     shown = run_action(staff_client, bad_token, nowhere)
     assert [level for level, _ in shown] == ["error", "error"]
     texts = " | ".join(text for _, text in shown)
     assert "ERR_INVALID_ACCESS_TOKEN" in texts and "re-authorize" in texts
-    assert "Shopee: no client for this upstream yet" in texts
+    assert "Pancake: no client for this upstream yet" in texts
     assert "expired-token" not in texts
 
 

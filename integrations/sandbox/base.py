@@ -110,6 +110,7 @@ class SandboxOptions:
     nhanh_cursor: str = "object"  # paginator.next shape: object | array | mixed (see NhanhFaults)
     shopify_token_ttl: float = 86_400.0  # lifetime of client-credentials tokens (Shopify: ~24 h)
     shopify_bulk_rows_per_second: float = 2000.0  # server-side speed of bulk operations (0: unthrottled)
+    shopee_shops: list[int] | None = None  # campaign counts of the Shopee sandbox's shops (None: its default)
 
 
 class SandboxApp:

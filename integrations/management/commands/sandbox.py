@@ -22,6 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
         parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
         parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
+        parser.add_argument("--shopee-shops", default="",
+                            help="Campaign counts of the Shopee shops, e.g. 35,335,917,10000.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
         parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
                             help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
@@ -37,6 +39,7 @@ class Command(BaseCommand):
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
             latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"], shopify_token_ttl=o["shopify_token_ttl"],
             shopify_bulk_rows_per_second=o["shopify_bulk_rows_per_second"],
+            shopee_shops=_counts(o["shopee_shops"]),
         )
         if o["shopify_token_ttl"] <= 0 or o["shopify_bulk_rows_per_second"] < 0:
             raise CommandError("--shopify-token-ttl must be > 0 and --shopify-bulk-rows-per-second ≥ 0")
@@ -63,3 +66,15 @@ class Command(BaseCommand):
             pass
         finally:
             server.server_close()
+
+
+def _counts(text: str) -> list[int] | None:
+    if not text.strip():
+        return None
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CommandError(f"--shopee-shops takes comma-separated campaign counts, not {text!r}") from None
+    if any(c < 0 for c in counts):
+        raise CommandError("--shopee-shops: campaign counts cannot be negative")
+    return counts
