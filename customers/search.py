@@ -29,6 +29,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import F, Func, Q, QuerySet, TextField, Value
@@ -92,7 +93,7 @@ def phone_suffix_key():
 
 
 # --- parsing a term ------------------------------------------------------------------------------------------
-_PHONE_TOKEN = re.compile(r"^\+?[\d().\-/]*\d[\d().\-/]*$")
+_PHONE_TOKEN = re.compile(r"^[+\d().\-/]*\d[+\d().\-/]*$")
 _SEPARATORS = re.compile(r"[\s().\-/]")
 
 
@@ -130,8 +131,10 @@ def parse_term(term: str) -> ParsedTerm:
         digits = sum(c.isdigit() for c in typed)
         if digits >= MIN_PHONE_DIGITS:
             phones.append(phone_query(typed))
+        elif typed.isdigit():
+            phones.append(PhoneQuery(typed, record_id=int(typed)))  # "2", "10": too short for a phone: an id
         else:
-            words.extend(run)  # "2", "10": too short for a phone, searched as text
+            words.extend(run)
         run.clear()
 
     for token in term.split():
@@ -205,6 +208,8 @@ def _customer_ids_by_phone(customer_model, phone_model, id_field: str, phone: Ph
                      .filter(_rev__startswith=phone.suffix[::-1]).values_list("customer_id", flat=True))
     if phone.record_id is not None:
         parts.append(customer_model.objects.filter(**{id_field: phone.record_id}).values_list("pk", flat=True))
+    if not parts:
+        return customer_model.objects.none().values_list("pk", flat=True)
     first, *rest = [p.order_by() for p in parts]
     return first.union(*rest) if rest else first
 
@@ -306,7 +311,10 @@ class EstimatedCountPaginator(Paginator):
 
 def planner_rows(queryset: QuerySet) -> int:
     """PostgreSQL's estimate of how many rows ``queryset`` returns (EXPLAIN, no execution)."""
-    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    try:
+        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    except EmptyResultSet:  # e.g. pk IN () after a phone nobody has
+        return 0
     with connections[queryset.db].cursor() as cur:
         cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cur.fetchone()[0]

@@ -178,6 +178,9 @@ class PullProgressAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in PullProgress._meta.fields] + ["state_col", "job_link"]
     show_full_result_count = False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("job")
+
     def has_add_permission(self, request):
         return False
 
