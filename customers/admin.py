@@ -64,6 +64,7 @@ class NhanhCustomerAdmin(PullButtonsAdmin):
     search_help_text = PHONE_SEARCH_HELP
     inlines = [NhanhPhoneInline]
     show_full_result_count = False  # COUNT(*) on 200k rows on every page view is wasted work
+    list_per_page = 50  # rendering is most of a page's time: 100 rows cost ~100 ms on a 2-core machine
     paginator = search.EstimatedCountPaginator
 
     def get_search_results(self, request, queryset, search_term):
@@ -73,16 +74,29 @@ class NhanhCustomerAdmin(PullButtonsAdmin):
         return search.search_nhanh_customers(queryset, search_term), False
 
 
+class ShopifyStateFilter(admin.SimpleListFilter):
+    """Shopify's CustomerState values, listed without a SELECT DISTINCT over every customer."""
+
+    title, parameter_name = "state", "state"
+
+    def lookups(self, request, model_admin):
+        return [(s, s.title()) for s in ("ENABLED", "DISABLED", "INVITED", "DECLINED")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(state=self.value()) if self.value() else queryset
+
+
 @admin.register(ShopifyCustomer)
 class ShopifyCustomerAdmin(PullButtonsAdmin):
     pull_system, pull_system_label = "shopify", "Shopify"
     list_display = ("shopify_id", "last_name", "first_name", "email", "phone", "address_phone", "state",
                     "amount_spent", "upstream_updated_at")
-    list_filter = ("state", ("upstream_updated_at", admin.DateFieldListFilter))
+    list_filter = (ShopifyStateFilter, ("upstream_updated_at", admin.DateFieldListFilter))
     search_fields = ("=shopify_id", "first_name", "last_name", "email", "phone", "address_phone", "phones__e164")
     search_help_text = PHONE_SEARCH_HELP
     inlines = [ShopifyPhoneInline]
     show_full_result_count = False
+    list_per_page = 50
     paginator = search.EstimatedCountPaginator
 
     def get_search_results(self, request, queryset, search_term):

@@ -54,7 +54,11 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     raw_id_fields = ("nhanh_customer", "shopify_customer", "matched_by_user")
     actions = ("sync_selected", "unmatch_selected")
     show_full_result_count = False
+    list_per_page = 50
     paginator = search.EstimatedCountPaginator
+    # Newest first by id, which follows matched_at (rows are inserted as they are matched) and is indexed:
+    # ordering by matched_at would sort every mapping on each page view.
+    ordering = ("-pk",)
 
     def get_queryset(self, request):
         # The change form shows both customers and the user who matched them: one query, not four.
@@ -217,6 +221,7 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
     list_select_related = ("nhanh_customer",)
     readonly_fields = ("candidates_col", "rivals_col")
     show_full_result_count = False
+    list_per_page = 50
     paginator = search.EstimatedCountPaginator
 
     def get_changelist(self, request, **kwargs):

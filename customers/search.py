@@ -230,18 +230,6 @@ def _text_filter(queryset: QuerySet, document, chunk: str) -> QuerySet:
     return queryset.alias(_search_doc=document).filter(_search_doc__contains=chunk)
 
 
-def nhanh_ids_by_text(chunk: str) -> QuerySet:
-    from .models import NhanhCustomer
-
-    return _text_filter(NhanhCustomer.objects.order_by(), nhanh_document(), chunk).values_list("pk", flat=True)
-
-
-def shopify_ids_by_text(chunk: str) -> QuerySet:
-    from .models import ShopifyCustomer
-
-    return _text_filter(ShopifyCustomer.objects.order_by(), shopify_document(), chunk).values_list("pk", flat=True)
-
-
 def search_nhanh_customers(queryset: QuerySet, term: str) -> QuerySet:
     parsed = parse_term(term)
     for phone in parsed.phones:
@@ -261,29 +249,50 @@ def search_shopify_customers(queryset: QuerySet, term: str) -> QuerySet:
 
 
 def search_mappings(queryset: QuerySet, term: str) -> QuerySet:
-    """Mappings whose Nhanh or Shopify customer matches every part of ``term`` (each side looked up by its
-    own indexes; the two sides are UNIONed, never ORed across a join)."""
-    from .models import CustomerMapping
+    """Mappings whose Nhanh customer or whose Shopify customer matches the whole ``term``. Each side is
+    searched on its own indexes and its ids fetched first; when a side matches thousands of customers
+    ("nguyen"), the page instead walks the mappings newest first and tests each row's joined customers,
+    which finds a page of such common matches after a few hundred rows."""
+    from .models import NhanhCustomer, ShopifyCustomer
 
     parsed = parse_term(term)
-    sides = [(nhanh_ids(p), shopify_ids(p)) for p in parsed.phones]
-    sides += [(nhanh_ids_by_text(c), shopify_ids_by_text(c)) for c in parsed.texts]
-    for nhanh, shopify in sides:
-        by_nhanh = CustomerMapping.objects.order_by().filter(nhanh_customer_id__in=materialize(nhanh))
-        by_shopify = CustomerMapping.objects.order_by().filter(shopify_customer_id__in=materialize(shopify))
-        queryset = queryset.filter(pk__in=by_nhanh.values_list("pk", flat=True)
-                                   .union(by_shopify.values_list("pk", flat=True)))
-    return queryset
+    nhanh = _matching_ids(NhanhCustomer, search_nhanh_customers, nhanh_ids, parsed, term)
+    shopify = _matching_ids(ShopifyCustomer, search_shopify_customers, shopify_ids, parsed, term)
+    if isinstance(nhanh, list) and isinstance(shopify, list):
+        return queryset.filter(Q(nhanh_customer_id__in=nhanh) | Q(shopify_customer_id__in=shopify))
+    by_nhanh, by_shopify = Q(), Q()
+    for phone in parsed.phones:
+        by_nhanh &= Q(nhanh_customer_id__in=nhanh_ids(phone))
+        by_shopify &= Q(shopify_customer_id__in=shopify_ids(phone))
+    queryset = queryset.alias(_nhanh_doc=_joined(nhanh_document(), "nhanh_customer__"),
+                              _shopify_doc=_joined(shopify_document(), "shopify_customer__"))
+    for chunk in parsed.texts:
+        by_nhanh &= Q(_nhanh_doc__contains=chunk)
+        by_shopify &= Q(_shopify_doc__contains=chunk)
+    return queryset.filter(by_nhanh | by_shopify)
+
+
+def _joined(expression, prefix: str):
+    """``expression`` with its field references seen through the relation ``prefix``."""
+    expression = expression.copy()
+    expression.set_source_expressions([_joined(e, prefix) if not isinstance(e, F) else F(prefix + e.name)
+                                       for e in expression.get_source_expressions()])
+    return expression
 
 
 def search_ambiguous_matches(queryset: QuerySet, term: str) -> QuerySet:
-    """Ambiguous matches of the Nhanh customers matching every part of ``term``."""
-    parsed = parse_term(term)
-    for phone in parsed.phones:
-        queryset = queryset.filter(nhanh_customer_id__in=materialize(nhanh_ids(phone)))
-    for chunk in parsed.texts:
-        queryset = queryset.filter(nhanh_customer_id__in=materialize(nhanh_ids_by_text(chunk)))
-    return queryset
+    """Ambiguous matches of the Nhanh customers matching ``term``."""
+    from .models import NhanhCustomer
+
+    nhanh = _matching_ids(NhanhCustomer, search_nhanh_customers, nhanh_ids, parse_term(term), term)
+    return queryset.filter(nhanh_customer_id__in=nhanh)
+
+
+def _matching_ids(model, search_customers, ids_by_phone, parsed: ParsedTerm, term: str) -> list | QuerySet:
+    """Ids of the customers of ``model`` matching ``term``, materialized when few."""
+    if len(parsed.phones) == 1 and not parsed.texts:  # the usual phone lookup: straight from the phone table
+        return materialize(ids_by_phone(parsed.phones[0]))
+    return materialize(search_customers(model.objects.order_by(), term).values_list("pk", flat=True))
 
 
 def materialize(ids: QuerySet) -> list | QuerySet:
@@ -302,11 +311,13 @@ class EstimatedCountPaginator(Paginator):
     def count(self) -> int:
         queryset = self.object_list
         connection = connections[queryset.db]
-        if connection.vendor == "postgresql":
-            estimate = planner_rows(queryset)
-            if estimate >= EXACT_COUNT_BELOW:
-                return estimate
-        return queryset.count()
+        if connection.vendor != "postgresql":
+            return queryset.count()
+        estimate = planner_rows(queryset)
+        if estimate >= EXACT_COUNT_BELOW:
+            return estimate
+        # Bounded: when the planner underestimated a common match, counting stops at EXACT_COUNT_BELOW.
+        return queryset.order_by()[:EXACT_COUNT_BELOW].count()
 
 
 def planner_rows(queryset: QuerySet) -> int:
