@@ -24,6 +24,7 @@ query and the index can never drift apart.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -298,6 +299,8 @@ def _matching_ids(model, search_customers, ids_by_phone, parsed: ParsedTerm, ter
 def materialize(ids: QuerySet) -> list | QuerySet:
     """The ids themselves when there are at most MATERIALIZE_IDS of them (one indexed query), else the
     subquery."""
+    if connections[ids.db].vendor == "postgresql" and _explain_rows(ids) > 2 * MATERIALIZE_IDS:
+        return ids  # clearly many (trigram estimates are close): don't fetch thousands just to find out
     found = list(ids[:MATERIALIZE_IDS + 1])
     return found if len(found) <= MATERIALIZE_IDS else ids
 
@@ -322,15 +325,17 @@ class EstimatedCountPaginator(Paginator):
 
 def planner_rows(queryset: QuerySet) -> int:
     """PostgreSQL's estimate of how many rows ``queryset`` returns (EXPLAIN, no execution)."""
+    return _explain_rows(queryset.order_by().values("pk"))
+
+
+def _explain_rows(queryset: QuerySet) -> int:
     try:
-        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+        sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:  # e.g. pk IN () after a phone nobody has
         return 0
     with connections[queryset.db].cursor() as cur:
         cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cur.fetchone()[0]
     if isinstance(plan, str):
-        import json
-
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
