@@ -123,6 +123,19 @@ def test_d_with_stroke_is_d_and_one_word_finds_all(staff_client, people):
     assert "Nguyễn Văn A</" in html and "Anh" not in html
 
 
+def test_common_matches_take_the_subquery_path_with_the_same_results(staff_client, people, monkeypatch):
+    """Past MATERIALIZE_IDS matching customers the searches stop fetching ids and filter in SQL instead."""
+    monkeypatch.setattr(search, "MATERIALIZE_IDS", 0)
+    for admin_name, _hit, _miss in ADMINS_AND_MARKERS + [("ambiguousmatch", None, None)]:
+        if admin_name == "ambiguousmatch":
+            AmbiguousMatch.objects.create(nhanh_customer=NhanhCustomer.objects.get(nhanh_id=1), phones=[])
+        for term in ("Nguyen Van A", "0912 345 678", "nguyen 0912"):
+            html = _found(staff_client, admin_name, term)
+            assert "Nguyễn" in html and "Trần" not in html and "Đặng" not in html, (admin_name, term)
+        if admin_name != "ambiguousmatch":  # only Nguyễn Văn A is ambiguous here
+            assert "Đặng" in _found(staff_client, admin_name, "01628")
+
+
 def test_ids_still_find_their_customer(staff_client, people):
     assert "Nguyễn Văn Anh" in _found(staff_client, "nhanhcustomer", "2")
     assert "Shopify #104" in _found(staff_client, "shopifycustomer", "104")
