@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in expression indexes (the admin's trigram search, customers 0005)
     "django_celery_beat",
     "jobs",
     "integrations",
