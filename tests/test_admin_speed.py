@@ -10,17 +10,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from customers import search
+from customers.job_types import CustomerJobType as JobType
 from customers.models import (
     AmbiguousMatch,
     CustomerMapping,
     LoyaltyTier,
     MatchedBy,
     NhanhCustomer,
-    PullMark,
     ShopifyCustomer,
 )
 from customers.services.pulls import upsert_nhanh_customers, upsert_shopify_customers
-from jobs.models import BackgroundJob, JobStatus, JobType, PullProgress, StartedBy
+from jobs.models import BackgroundJob, JobStatus, PullMark, PullProgress, StartedBy
 
 pytestmark = pytest.mark.django_db
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL indexes")
@@ -209,7 +209,7 @@ def _add_beat_and_connection_rows(n: int, start: int) -> None:
 CHANGELISTS = [
     "admin:customers_nhanhcustomer_changelist", "admin:customers_shopifycustomer_changelist",
     "admin:customers_customermapping_changelist", "admin:customers_ambiguousmatch_changelist",
-    "admin:customers_loyaltytier_changelist", "admin:customers_pullmark_changelist",
+    "admin:customers_loyaltytier_changelist", "admin:jobs_pullmark_changelist",
     "admin:jobs_backgroundjob_changelist", "admin:jobs_pullprogress_changelist",
     "admin:integrations_connection_changelist", "admin:django_celery_beat_periodictask_changelist",
 ]
