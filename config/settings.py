@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "jobs",
     "integrations",
     "customers",
+    "pancake",
     "products",
     "ads",
     "hub",

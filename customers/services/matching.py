@@ -40,55 +40,124 @@ from .mappings import MappingError, match_manually, unmatch  # noqa: F401 - the 
 log = logging.getLogger(__name__)
 
 
-def _tables() -> dict[str, str]:
-    return {"np": NhanhCustomerPhone._meta.db_table, "sp": ShopifyCustomerPhone._meta.db_table,
-            "m": CustomerMapping._meta.db_table, "n": NhanhCustomer._meta.db_table}
+@dataclass(frozen=True)
+class PhoneMatcher:
+    """The set-based phone match between any two customer tables, each with a child table of E.164 phones
+    (``customer_id``, ``e164``), writing pairs into a link table. Nhanh ↔ Shopify and Pancake → Nhanh are two
+    instances; the SQL below is theirs alike.
 
+    A left customer with any link row is left alone. ``right_exclusive``: a right customer takes one link (one
+    whose ``right_taken`` condition holds, e.g. an active mapping) and so must have exactly one left candidate
+    too; otherwise many left customers may link to one right customer (chats on several pages, one shop
+    customer), and only the left side must be unique."""
 
-# Pairs sharing a phone, with how many candidates each side has. {…} are table names.
-CANDIDATES_SQL = """
+    left: str  # left customers' table
+    left_phones: str
+    right_phones: str
+    links: str
+    link_left: str  # the link table's column naming the left customer
+    link_right: str
+    right_exclusive: bool = True
+    right_taken: str = ""  # SQL on link row ``m`` marking its right customer taken, with one %s parameter
+    right_taken_param: object = True
+
+    @property
+    def _t(self) -> dict[str, str]:
+        return {"lp": self.left_phones, "rp": self.right_phones, "m": self.links, "ml": self.link_left,
+                "mr": self.link_right, "n": self.left}
+
+    def candidates_sql(self) -> tuple[str, list]:
+        """Pairs sharing a phone, with how many candidates each side has (CTEs ``pairs`` and ``counted``)."""
+        taken, params = "", []
+        if self.right_exclusive:
+            condition = f" AND {self.right_taken}" if self.right_taken else ""
+            taken = f"\n      AND NOT EXISTS (SELECT 1 FROM {{m}} m WHERE m.{{mr}} = rp.customer_id{condition})"
+            params = [self.right_taken_param] if self.right_taken else []
+        left_count = ("COUNT(*) OVER (PARTITION BY right_id)" if self.right_exclusive else "1")
+        sql = f"""
 WITH pairs AS (
-    SELECT np.customer_id AS nhanh_id, sp.customer_id AS shopify_id, MIN(np.e164) AS phone
-    FROM {np} np
-    JOIN {sp} sp ON sp.e164 = np.e164
-    WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = np.customer_id)
-      AND NOT EXISTS (SELECT 1 FROM {m} m WHERE m.shopify_customer_id = sp.customer_id AND m.is_active = %s)
-    GROUP BY np.customer_id, sp.customer_id
+    SELECT lp.customer_id AS left_id, rp.customer_id AS right_id, MIN(lp.e164) AS phone
+    FROM {{lp}} lp
+    JOIN {{rp}} rp ON rp.e164 = lp.e164
+    WHERE NOT EXISTS (SELECT 1 FROM {{m}} m WHERE m.{{ml}} = lp.customer_id){taken}
+    GROUP BY lp.customer_id, rp.customer_id
 ), counted AS (
-    SELECT nhanh_id, shopify_id, phone,
-           COUNT(*) OVER (PARTITION BY nhanh_id) AS shopify_candidates,
-           COUNT(*) OVER (PARTITION BY shopify_id) AS nhanh_candidates
+    SELECT left_id, right_id, phone,
+           COUNT(*) OVER (PARTITION BY left_id) AS right_candidates,
+           {left_count} AS left_candidates
     FROM pairs
 )
 """
+        return sql.format(**self._t), params
 
-INSERT_SQL = CANDIDATES_SQL + """
-INSERT INTO {m} (nhanh_customer_id, shopify_customer_id, is_active, matched_by, matched_phone, matched_at,
-                 sync_status, sync_attempts, last_sent_tier, last_error)
-SELECT nhanh_id, shopify_id, %s, %s, phone, %s, %s, 0, '', ''
+    def insert_sql(self, columns: tuple[str, ...], values: str) -> tuple[str, list]:
+        """INSERT the unique pairs: ``columns`` after the two ids, ``values`` their SQL (with %s parameters,
+        which the caller appends after the returned ones)."""
+        sql, params = self.candidates_sql()
+        cols = ", ".join((self.link_left, self.link_right, *columns))
+        return (sql + f"""
+INSERT INTO {self.links} ({cols})
+SELECT left_id, right_id, {values}
 FROM counted
-WHERE shopify_candidates = 1 AND nhanh_candidates = 1
-"""
+WHERE right_candidates = 1 AND left_candidates = 1
+""", params)
 
-COUNT_MATCHES_SQL = CANDIDATES_SQL + """
-SELECT COUNT(*) FROM counted WHERE shopify_candidates = 1 AND nhanh_candidates = 1
-"""
+    def count_matches_sql(self) -> tuple[str, list]:
+        sql, params = self.candidates_sql()
+        return sql + "\nSELECT COUNT(*) FROM counted WHERE right_candidates = 1 AND left_candidates = 1\n", params
 
-# Every pair of an ambiguous Nhanh customer, with the other Nhanh customers claiming the same Shopify one.
-AMBIGUOUS_SQL = CANDIDATES_SQL + """
-SELECT c.nhanh_id, c.shopify_id, c.phone
+    def ambiguous_sql(self) -> tuple[str, list]:
+        """Every pair of an ambiguous left customer (ordered), to list with its rivals."""
+        sql, params = self.candidates_sql()
+        return sql + """
+SELECT c.left_id, c.right_id, c.phone
 FROM counted c
-WHERE c.nhanh_id IN (SELECT nhanh_id FROM counted WHERE shopify_candidates > 1 OR nhanh_candidates > 1)
-ORDER BY c.nhanh_id, c.shopify_id
-"""
+WHERE c.left_id IN (SELECT left_id FROM counted WHERE right_candidates > 1 OR left_candidates > 1)
+ORDER BY c.left_id, c.right_id
+""", params
 
-COUNTS_SQL = """
+    def counts_sql(self) -> str:
+        """(left customers without a phone and without a link, left customers without a link, links)."""
+        return """
 SELECT
-  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = n.id)
-      AND NOT EXISTS (SELECT 1 FROM {np} np WHERE np.customer_id = n.id)) AS no_phone,
-  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = n.id)) AS unmapped,
+  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.{ml} = n.id)
+      AND NOT EXISTS (SELECT 1 FROM {lp} lp WHERE lp.customer_id = n.id)) AS no_phone,
+  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.{ml} = n.id)) AS unmapped,
   (SELECT COUNT(*) FROM {m} m) AS mapped
-"""
+""".format(**self._t)
+
+    def insert(self, cur, columns: tuple[str, ...], values: str, params: list) -> None:
+        """Write the unique pairs (inside the caller's transaction). On PostgreSQL the pairs are computed into
+        a temporary table first and inserted from it in key order: see ``bulk_insert_links``."""
+        sql, base = self.insert_sql(columns, values)
+        cur.execute(sql, base + list(params))
+
+
+def nhanh_shopify_matcher() -> PhoneMatcher:
+    return PhoneMatcher(
+        left=NhanhCustomer._meta.db_table, left_phones=NhanhCustomerPhone._meta.db_table,
+        right_phones=ShopifyCustomerPhone._meta.db_table, links=CustomerMapping._meta.db_table,
+        link_left="nhanh_customer_id", link_right="shopify_customer_id",
+        right_exclusive=True, right_taken="m.is_active = %s", right_taken_param=True,
+    )
+
+
+def group_ambiguous(pairs) -> list[dict]:
+    """Group (left, right, phone) pairs per left customer and name the rival left customers of each candidate."""
+    by_left: dict[int, dict] = {}
+    for left_id, right_id, phone in pairs:
+        entry = by_left.setdefault(left_id, {"left_id": left_id, "phones": [], "candidates": [], "rivals": []})
+        entry["candidates"].append(right_id)
+        if phone not in entry["phones"]:
+            entry["phones"].append(phone)
+    rivals: dict[int, set[int]] = {}
+    for left_id, entry in by_left.items():
+        for right_id in entry["candidates"]:
+            rivals.setdefault(right_id, set()).add(left_id)
+    for entry in by_left.values():
+        others = set().union(*(rivals[r] for r in entry["candidates"])) - {entry["left_id"]}
+        entry["rivals"] = sorted(others)
+    return list(by_left.values())
 
 
 @dataclass
@@ -110,30 +179,25 @@ class MatchResult:
 
 def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) -> MatchResult:
     examples = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"] if examples is None else examples
-    t = _tables()
+    matcher = nhanh_shopify_matcher()
     result = MatchResult(dry_run=dry_run)
     with mappings.writing() as cur:
-        cur.execute(COUNTS_SQL.format(**t))
+        cur.execute(matcher.counts_sql())
         no_phone, unmapped, mapped = cur.fetchone()
         started = time.perf_counter()
         if dry_run:
-            cur.execute(COUNT_MATCHES_SQL.format(**t), [True])
+            cur.execute(*matcher.count_matches_sql())
             result.matched = cur.fetchone()[0]
         else:
-            if connection.vendor == "postgresql":
-                # Check the new rows' foreign keys now, not at COMMIT: the time measured is the real cost.
-                cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                # The window functions sort ~100k pairs twice; in memory, not in temp files.
-                cur.execute("SET LOCAL work_mem = '64MB'")
-            cur.execute(INSERT_SQL.format(**t), [True, True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
-            # Not cur.rowcount: SQLite's driver reports -1 for a statement that starts with WITH. Inside
-            # this serialized transaction the difference in rows is exact.
-            cur.execute(f"SELECT COUNT(*) FROM {t['m']}")
-            result.matched = cur.fetchone()[0] - mapped
-        cur.execute(AMBIGUOUS_SQL.format(**t), [True])
+            result.matched = write_links(
+                cur, matcher, ("is_active", "matched_by", "matched_phone", "matched_at", "sync_status",
+                               "sync_attempts", "last_sent_tier", "last_error"),
+                "%s, %s, phone, %s, %s, 0, '', ''", [True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
+        cur.execute(*matcher.ambiguous_sql())
         pairs = cur.fetchall()
         result.sql_seconds = round(time.perf_counter() - started, 3)
-        ambiguous = _group_ambiguous(pairs, cur, t)
+        ambiguous = [{"nhanh_id": a["left_id"], "phones": a["phones"], "shopify_candidates": a["candidates"],
+                      "nhanh_rivals": a["rivals"]} for a in group_ambiguous(pairs)]
         if not dry_run:
             AmbiguousMatch.objects.all().delete()
             AmbiguousMatch.objects.bulk_create(
@@ -150,25 +214,20 @@ def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) 
     return result
 
 
-def _group_ambiguous(pairs, cur, t) -> list[dict]:
-    """Group pairs per Nhanh customer and name the rival Nhanh customers of each Shopify candidate."""
-    by_nhanh: dict[int, dict] = {}
-    for nhanh_id, shopify_id, phone in pairs:
-        entry = by_nhanh.setdefault(nhanh_id, {"nhanh_id": nhanh_id, "phones": [], "shopify_candidates": [],
-                                               "nhanh_rivals": []})
-        entry["shopify_candidates"].append(shopify_id)
-        if phone not in entry["phones"]:
-            entry["phones"].append(phone)
-    if not by_nhanh:
-        return []
-    rivals: dict[int, set[int]] = {}
-    for nhanh_id, entry in by_nhanh.items():
-        for shopify_id in entry["shopify_candidates"]:
-            rivals.setdefault(shopify_id, set()).add(nhanh_id)
-    for entry in by_nhanh.values():
-        others = set().union(*(rivals[s] for s in entry["shopify_candidates"])) - {entry["nhanh_id"]}
-        entry["nhanh_rivals"] = sorted(others)
-    return list(by_nhanh.values())
+def write_links(cur, matcher: PhoneMatcher, columns: tuple[str, ...], values: str, params: list) -> int:
+    """Insert the unique pairs into the matcher's link table (inside the caller's transaction); the number
+    written. Counted as the difference in rows, not cur.rowcount: SQLite's driver reports -1 for a statement
+    that starts with WITH, and inside the caller's serialized transaction the difference is exact."""
+    cur.execute(f"SELECT COUNT(*) FROM {matcher.links}")
+    before = cur.fetchone()[0]
+    if connection.vendor == "postgresql":
+        # Check the new rows' foreign keys now, not at COMMIT: the time measured is the real cost.
+        cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # The window functions sort ~100k pairs twice; in memory, not in temp files.
+        cur.execute("SET LOCAL work_mem = '64MB'")
+    matcher.insert(cur, columns, values, params)
+    cur.execute(f"SELECT COUNT(*) FROM {matcher.links}")
+    return cur.fetchone()[0] - before
 
 
 def _with_upstream_ids(examples: list[dict]) -> list[dict]:

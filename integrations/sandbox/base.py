@@ -66,6 +66,7 @@ class Faults:
     malformed_rate: float = 0.0  # share of rows an app corrupts (missing id, bad date, wrong type)
     rate_limit_enabled: bool = True
     auth_reject: bool = False  # refuse every credential
+    mutations_per_second: float = 0.0  # Pancake: live inserts/updates of page customers while pulls read
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +102,9 @@ class SandboxOptions:
     products: int = 300
     rate_limit: bool = True
     latency_ms: int = 0
+    pancake_pages: int = 2
+    pancake_customers: int = 500  # per page
+    pancake_mutations_per_second: float = 0.0
 
 
 class SandboxApp:

@@ -22,13 +22,18 @@ class Command(BaseCommand):
         parser.add_argument("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
         parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
         parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
+        parser.add_argument("--pancake-pages", type=int, default=2, help="Pancake pages.")
+        parser.add_argument("--pancake-customers", type=int, default=500, help="Pancake customers per page.")
+        parser.add_argument("--pancake-mutations-per-second", type=float, default=0.0,
+                            help="Pancake: inserts/updates of page customers per second while serving.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
 
     def handle(self, *args, **o):
         options = SandboxOptions(
             seed=o["seed"], customers=o["customers"], shopify_customers=o["shopify_customers"],
             overlap=o["overlap"], products=o["products"], rate_limit=not o["no_rate_limit"],
-            latency_ms=o["latency_ms"],
+            latency_ms=o["latency_ms"], pancake_pages=o["pancake_pages"], pancake_customers=o["pancake_customers"],
+            pancake_mutations_per_second=o["pancake_mutations_per_second"],
         )
         only = [n.strip() for n in o["only"].split(",") if n.strip()] or None
         apps = build_apps(options, only)
