@@ -18,10 +18,15 @@ window: every row behind it moves one position forward, and the row that crosses
 would be skipped by plain paging. New customers arrive at now too, outside the window, so they shift nothing.
 The window can therefore only lose rows, in an order that never changes, and ``total`` (the rows in the window,
 sent with every page) tells when some left. Then the page just read may have jumped over rows right after the
-last page we trust, so we re-read from there: page 1 of the window ending at that page's oldest updated_at (page 1
-cannot shift; page numbers restart there, and everything newer was read already; re-reads are harmless, the
-upsert skips unchanged rows). So within one pass no row that stays in the window is missed, and a row that left
-it has a newer updated_at, after ``until``:
+last page we trust, so we re-read from there: page 1 of the window ending at that page's oldest updated_at,
+rounded up to the second (page 1 cannot shift; page numbers restart there; everything newer was read already and
+the rows of that last second come again: re-reads are harmless, the upsert skips unchanged rows). When that
+second is the window's own end, we step back by the rows that left instead. The pass's window itself never moves.
+So within one pass no row that stays in the window is missed, and a row that left it has a newer updated_at,
+after ``until``:
+- incremental: the next run starts at the newest stored updated_at, which is ≤ this run's ``until``, so it reads
+  every row that left (and anything newer);
+- backfill: a row that left is newer than every row it could store, so it is in the incremental's window.
 A row can enter a window only if Pancake's clock is behind ours (an update stamped ≤ until); ``total`` then
 grows, and a results page can fail after its retries. Either makes the pass unclean: the page keeps
 ``incremental_floor`` / ``backfill_ceiling`` so the next run re-reads that whole window, and a clean run clears it.
@@ -229,17 +234,24 @@ class PancakeCustomerSource:
             shifted = total is not None and expected is not None and total < expected and number > 1
             if total is not None and expected is not None and total > expected:
                 clean = False  # rows entered the window (clocks apart): the next run re-reads all of it
-            short = len(customers) < self.page_size
-            if shifted and trusted is not None and math.floor(trusted) < query_until:
+            # A short page ends the window; so does a full one that reaches ``total`` (saves asking for an empty one).
+            short = len(customers) < self.page_size or (total is not None and number * self.page_size >= total)
+            if shifted and trusted is not None and math.ceil(trusted) < query_until:
                 # Rows left the window ahead of us, so this page may have jumped over rows right after the last
-                # page we trust. Re-read from there: page 1 of the window ending at that page's oldest row (page 1
-                # cannot shift; its first rows are the ones we may have missed, the rest are re-reads).
+                # page we trust. Re-read from there: page 1 of the window ending at that page's oldest row (rounded
+                # up to whole seconds; page 1 cannot shift, the newer rows it repeats are harmless re-reads).
                 report.reread_pages += 1
-                query_until, number, expected, trusted = math.floor(trusted), 1, None, None
+                query_until, number, expected, trusted = math.ceil(trusted), 1, None, None
                 yield checkpoint(rows)
                 continue
-            if shifted:  # more rows in one second than a page holds: no narrower window; re-read next run
-                clean = False
+            if shifted:
+                # The last trusted page ends in the window's last second: no narrower window. Step back by the rows
+                # that left instead (they can only have shifted the rest forward by that many positions).
+                report.reread_pages += 1
+                back = math.ceil((expected - total) / self.page_size)
+                number, expected = max(number - back, 1), total
+                yield checkpoint(rows)
+                continue
             expected = total if total is not None else expected
             if oldest_here is not None:
                 trusted = oldest_here
