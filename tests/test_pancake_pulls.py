@@ -211,3 +211,17 @@ def test_an_older_version_never_overwrites_a_newer_one(server):
     upsert_pancake_customers([{**new, "name": "newer", "updated_at": "2026-11-30T10:00:00.5Z"}])
     assert PancakeCustomer.objects.get().name == "newer"
     assert PancakeCustomer.objects.get().upstream_updated_at - row.upstream_updated_at == timedelta(milliseconds=500)
+
+
+def test_demo_adds_the_sandboxs_pages_and_the_first_pull_generates_their_tokens(sandbox_factory, capsys):
+    server = sandbox_factory(customers=100, seed=2, only=["pancake"], pancake_pages=3, pancake_customers=50,
+                             rate_limit=False)
+    call_command("demo", "--sandbox-url", server.base_url)
+    assert sorted(PancakePage.objects.values_list("page_id", flat=True)) == sorted(server.apps["pancake"].pages)
+    assert "Pancake pages" in capsys.readouterr().out
+    from integrations.models import Connection
+
+    Connection.objects.filter(system="pancake").update(base_url=server.url_for("pancake"), requests_per_window=500)
+    job = pull("backfill")
+    assert job.status == JobStatus.COMPLETED and PancakeCustomer.objects.count() == 150
+    assert job.metadata["tokens_renewed"] == 3
