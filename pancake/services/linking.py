@@ -63,13 +63,13 @@ def link_pancake_customers(*, dry_run: bool = False, examples: int | None = None
         cur.execute(matcher.counts_sql())
         no_phone, unlinked, linked_before = cur.fetchone()
         started = time.perf_counter()
+        matcher.stage_pairs(cur)
         if dry_run:
-            cur.execute(*matcher.count_matches_sql())
-            result.linked = cur.fetchone()[0]
+            result.linked = matcher.count_matches(cur)
         else:
             result.linked = write_links(cur, matcher, ("matched_phone", "matched_at"), "phone, %s", [timezone.now()])
-        cur.execute(*matcher.ambiguous_sql())
-        ambiguous = group_ambiguous(cur.fetchall())
+        ambiguous = group_ambiguous(matcher.ambiguous_pairs(cur))
+        matcher.drop_pairs(cur)
         result.sql_seconds = round(time.perf_counter() - started, 3)
         if not dry_run:
             PancakeAmbiguousLink.objects.all().delete()
