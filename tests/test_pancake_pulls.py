@@ -225,3 +225,35 @@ def test_demo_adds_the_sandboxs_pages_and_the_first_pull_generates_their_tokens(
     job = pull("backfill")
     assert job.status == JobStatus.COMPLETED and PancakeCustomer.objects.count() == 150
     assert job.metadata["tokens_renewed"] == 3
+
+
+def test_a_resumed_run_continues_the_same_fixed_window(server):
+    from integrations.clients import client_for
+    from pancake.services.pulls import PancakeCustomerSource
+
+    pages = connect(server)
+    client = client_for("pancake")
+    first = PancakeCustomerSource(client, "backfill", pages).pages(None)
+    seen = [next(first) for _ in range(3)]  # a worker dies after three results pages
+    first.close()
+    cursor = seen[-1].cursor_after
+    assert cursor["page_id"] == pages[0] and cursor["page_number"] == 4 and cursor["done"] == []
+    time.sleep(1.1)
+    control(server.base_url, "pancake", "mutate", {"page_id": pages[0], "count": 20})  # meanwhile, changes
+    rest = list(PancakeCustomerSource(client, "backfill", pages).pages(cursor))
+    assert rest[0].cursor_after["until"] == cursor["until"]  # the window did not move
+    psids = {r["psid"] for p in seen + rest for r in p.rows if r["page_id"] == pages[0]}
+    original = {p for p, t in truth(server, pages[0]).items()
+                if datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() <= cursor["until"]}
+    assert original <= psids  # nothing of the old window lost across the resume
+    assert rest[-1].cursor_after is None
+    client.close()
+
+
+def test_the_beat_schedules():
+    from config.schedules import SCHEDULES
+
+    by_task = {s.task: s for s in SCHEDULES}
+    assert by_task["pancake.pull_incremental"].crontab == "*/5 * * * *"
+    assert by_task["pancake.pull_backfill"].crontab == "0 2 * * *"
+    assert all(by_task[t].expires_seconds > 0 for t in ("pancake.pull_incremental", "pancake.pull_backfill"))

@@ -40,14 +40,16 @@ stores exactly Pancake's set: each row is read at its final version by the last 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from django import db
+from django import db, forms
 from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
@@ -165,6 +167,7 @@ class PancakeCustomerSource:
     def __init__(self, client, mode: str, page_ids: list[str], page_size: int = MAX_PAGE_SIZE):
         self.client, self.mode, self.page_ids, self.page_size = client, mode, page_ids, page_size
         self.reports: dict[str, dict] = {}
+        self._made_on = threading.current_thread()
 
     def pages(self, cursor) -> Iterator[Page]:
         cursor = dict(cursor or {})
@@ -177,9 +180,10 @@ class PancakeCustomerSource:
                 resume = cursor if cursor.get("page_id") == page_id else None
                 yield from self._one_page(page_id, resume, done)
                 done.append(page_id)
-            yield Page([], None, progress={"pancake_pages": self.reports})
+            yield Page([], None, progress={"pancake_pages": copy.deepcopy(self.reports)})
         finally:
-            db.connection.close()  # this runs on the engine's fetcher thread: leave no connection behind
+            if threading.current_thread() is not self._made_on:
+                db.connection.close()  # the engine's fetcher thread: leave no connection behind
 
     def _one_page(self, page_id: str, resume: dict | None, done: list[str]) -> Iterator[Page]:
         page = PancakePage.objects.filter(page_id=page_id).first()
@@ -199,10 +203,12 @@ class PancakeCustomerSource:
 
         def checkpoint(rows):
             self.reports[page_id] = report.__dict__.copy()
-            after = {"done": done, "page_id": page_id, "page_number": number, "since": since, "until": until,
+            # Copies: the page waits in the engine's queue while this generator goes on changing these.
+            reports = copy.deepcopy(self.reports)
+            after = {"done": list(done), "page_id": page_id, "page_number": number, "since": since, "until": until,
                      "query_until": query_until, "total": expected, "trusted": trusted, "clean": clean,
-                     "reports": self.reports}
-            return Page(rows, after, progress={"pancake_pages": self.reports})
+                     "reports": reports}
+            return Page(rows, after, progress={"pancake_pages": reports})
 
         while True:
             if self.mode == BACKFILL and report.results_pages % OLDEST_REREAD_EVERY == 0:
@@ -365,9 +371,8 @@ SPEC = PullSpec(
     ),
     filters=(FilterField("page_id", _page_id, cli_flag="--page-id", help="Pancake: one page id (default: every "
                          "enabled page)", form_name="page_id",
-                         form_field=lambda: __import__("django").forms.CharField(
-                             required=False, max_length=64, label="Page id",
-                             help_text="Empty: every enabled page.")),),
+                         form_field=lambda: forms.CharField(required=False, max_length=64, label="Page id",
+                                                            help_text="Empty: every enabled page.")),),
     default_mode=INCREMENTAL, demo_mode=INCREMENTAL, progress_id_of=_progress_id,
     client=lambda: client_for(SYSTEM), source=source, upsert=upsert_pancake_customers, after_run=_after_run,
 )
