@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "jobs",
     "integrations",
     "customers",
+    "pancake",
     "products",
     "ads",
     "hub",

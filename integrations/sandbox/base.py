@@ -69,6 +69,7 @@ class Faults:
     rate_limit_enabled: bool = True
     auth_reject: bool = False  # refuse every credential
     drop_after_commit_next: int = 0  # apply the next N writes, then drop the connection unanswered
+    mutations_per_second: float = 0.0  # Pancake: live inserts/updates of page customers while pulls read
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +112,9 @@ class SandboxOptions:
     shopify_token_ttl: float = 86_400.0  # lifetime of client-credentials tokens (Shopify: ~24 h)
     shopify_bulk_rows_per_second: float = 2000.0  # server-side speed of bulk operations (0: unthrottled)
     shopee_shops: list[int] | None = None  # campaign counts of the Shopee sandbox's shops (None: its default)
+    pancake_pages: int = 2
+    pancake_customers: int = 500  # per page
+    pancake_mutations_per_second: float = 0.0
 
 
 class SandboxApp:

@@ -184,8 +184,8 @@ class SandboxServer(ThreadingHTTPServer):
         if action == "status":
             return SandboxResponse(200, {**app.status(), **app.counters()})
         payload = request.json() if request.body else {}
-        if request.method == "GET":  # GET hooks take their arguments from the query string
-            payload = {**{k: v[0] for k, v in request.query.items()}, **(payload or {})}
+        if isinstance(payload, dict):  # GET hooks take their arguments from the query (?page_id=P)
+            payload = {**{k: v[0] for k, v in request.query.items()}, **payload}
         if action == "faults":
             allowed = {f.name for f in fields(app.faults)}
             unknown = set(payload) - allowed

@@ -24,6 +24,10 @@ class Command(BaseCommand):
         parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
         parser.add_argument("--shopee-shops", default="",
                             help="Campaign counts of the Shopee shops, e.g. 35,335,917,10000.")
+        parser.add_argument("--pancake-pages", type=int, default=2, help="Pancake pages.")
+        parser.add_argument("--pancake-customers", type=int, default=500, help="Pancake customers per page.")
+        parser.add_argument("--pancake-mutations-per-second", type=float, default=0.0,
+                            help="Pancake: inserts/updates of page customers per second while serving.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
         parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
                             help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "
@@ -40,6 +44,8 @@ class Command(BaseCommand):
             latency_ms=o["latency_ms"], nhanh_cursor=o["nhanh_cursor"], shopify_token_ttl=o["shopify_token_ttl"],
             shopify_bulk_rows_per_second=o["shopify_bulk_rows_per_second"],
             shopee_shops=_counts(o["shopee_shops"]),
+            pancake_pages=o["pancake_pages"], pancake_customers=o["pancake_customers"],
+            pancake_mutations_per_second=o["pancake_mutations_per_second"],
         )
         if o["shopify_token_ttl"] <= 0 or o["shopify_bulk_rows_per_second"] < 0:
             raise CommandError("--shopify-token-ttl must be > 0 and --shopify-bulk-rows-per-second ≥ 0")
