@@ -173,6 +173,8 @@ SHOPBRIDGE = {
     # How often beat looks for stale jobs to rescue, and how many rescues a job gets before it is failed.
     "STALE_CHECK_SECONDS": env.int("SHOPBRIDGE_STALE_CHECK_SECONDS", default=60),
     "MAX_RESCUES": env.int("SHOPBRIDGE_MAX_RESCUES", default=3),
+    # How often a bulk pull asks Shopify how its operation is doing.
+    "SHOPIFY_BULK_POLL_SECONDS": env.float("SHOPBRIDGE_SHOPIFY_BULK_POLL_SECONDS", default=3.0),
     "MAX_CONCURRENT_PULLS": env.int("SHOPBRIDGE_MAX_CONCURRENT_PULLS", default=3),
     # How many malformed-row examples a job keeps in its metadata.
     "ERROR_EXAMPLES_KEPT": 20,

@@ -82,6 +82,9 @@ class FilterField:
     form_name: str = ""  # the form field's name when it differs from ``name``
     cli_flag: str = ""  # e.g. "--type"
     help: str = ""
+    # False for a choice of how to pull (e.g. Shopify's bulk or paged) rather than what: it does not name the
+    # claim, so the same rows pulled either way are one pull.
+    identity: bool = True
 
     @property
     def field_name(self) -> str:
@@ -140,7 +143,8 @@ class PullSpec:
 
     def mode_for(self, filters: dict) -> str:
         """The mode a request without one means: the first that needs a filter and takes the ones given."""
-        given = {k for k, v in filters.items() if v not in (None, "")}
+        identity = {f.name for f in self.filters if f.identity}
+        given = {k for k, v in filters.items() if v not in (None, "") and k in identity}
         if given:
             for m in self.modes:
                 if m.requires_filter and given <= set(m.filters):
@@ -159,7 +163,7 @@ class PullSpec:
                 value = f.parse(raw.get(f.name))
                 if value not in (None, "", [], {}):
                     filters[f.name] = value
-        if mode.requires_filter and not filters:
+        if mode.requires_filter and not any(self.filter_field(k).identity for k in filters):
             raise PullInputError(mode.requires_filter)
         if self.validate:
             self.validate(mode.name, filters)
@@ -170,7 +174,8 @@ class PullSpec:
             return self.progress_id_of(mode, filters)
         if mode.has_mark:  # one id per mode: its mark (and claim) is shared by every run of the mode
             return f"{self.system}_{self.kind}_{mode.name}"
-        return make_progress_id(self.system, self.kind, filters)
+        identity = {f.name for f in self.filters if f.identity}
+        return make_progress_id(self.system, self.kind, {k: v for k, v in filters.items() if k in identity})
 
 
 _SPECS: dict[tuple[str, str], PullSpec] = {}

@@ -37,7 +37,7 @@ SHOPIFY_BASE, SHOPIFY_STEP = 7_000_000_000, 11
 @pytest.fixture(autouse=True)
 def eager(settings, loyalty_tiers):
     settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "HTTP_MAX_ATTEMPTS": 6, "HTTP_BACKOFF_BASE": 0.01,
-                           "HTTP_BACKOFF_MAX": 0.05}
+                           "HTTP_BACKOFF_MAX": 0.05, "SHOPIFY_BULK_POLL_SECONDS": 0.2}
     from config.celery import app
 
     app.conf.task_always_eager = True

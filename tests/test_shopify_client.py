@@ -325,8 +325,10 @@ def test_metafields_set_is_seen_by_a_later_pull(sandbox_factory):
     written, errors = client.metafields_set(inputs)
     assert errors == [] and len(written) == 6
     assert written[0]["owner"] == {"id": owners[0]} and written[0]["value"] == "1000000"
+    loyalty = (("totalSpent", "custom", "total_spent"), ("loyalty", "custom", "loyalty_tier"))
     pulled = [node for nodes, _, _ in client.iter_customer_pages(f"updated_at:>='{iso(started)}'",
-                                                                sort_key="UPDATED_AT") for node in nodes]
+                                                                sort_key="UPDATED_AT", metafields=loyalty)
+              for node in nodes]
     assert sorted(n["id"] for n in pulled) == sorted(owners)
     by_id = {n["id"]: n for n in pulled}
     assert by_id[owners[2]]["totalSpent"] == {"value": "3000000"}

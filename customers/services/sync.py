@@ -51,6 +51,13 @@ class Loyalty:
         return cls(s["LOYALTY_NAMESPACE"], s["LOYALTY_TOTAL_KEY"], s["LOYALTY_TIER_KEY"], s["LOYALTY_MIN_CHANGE"],
                    tiers)
 
+    @staticmethod
+    def metafields_read() -> tuple[tuple[str, str, str], ...]:
+        """What a customer pull reads back: (alias, namespace, key) of the two metafields this sync writes."""
+        s = settings.SHOPBRIDGE
+        return (("totalSpent", s["LOYALTY_NAMESPACE"], s["LOYALTY_TOTAL_KEY"]),
+                ("loyalty", s["LOYALTY_NAMESPACE"], s["LOYALTY_TIER_KEY"]))
+
     def tier_for(self, total: int) -> str:
         name = ""
         for min_total, tier_name in self.tiers:

@@ -56,10 +56,10 @@ CUSTOMER_BASE_FIELDS = """
     defaultPhoneNumber { phoneNumber }
     defaultAddress { address1 address2 city province provinceCode countryCodeV2 zip phone }
 """
-# (alias in the result, namespace, key) of each metafield a pull reads; callers pass their own.
+# (alias in the result, namespace, key) of each metafield a pull reads. The client knows none of its own: the
+# caller passes those it reads (customers: the loyalty metafields, from the settings the sync writes with).
 Metafields = Sequence[tuple[str, str, str]]
-DEFAULT_METAFIELDS: tuple[tuple[str, str, str], ...] = (
-    ("totalSpent", "custom", "total_spent"), ("loyalty", "custom", "loyalty_tier"))
+DEFAULT_METAFIELDS: tuple[tuple[str, str, str], ...] = ()
 
 
 def _gql_string(value: str) -> str:
