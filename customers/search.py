@@ -271,7 +271,10 @@ def search_mappings(queryset: QuerySet, term: str) -> QuerySet:
     for chunk in parsed.texts:
         by_nhanh &= Q(_nhanh_doc__contains=chunk)
         by_shopify &= Q(_shopify_doc__contains=chunk)
-    return queryset.filter(by_nhanh | by_shopify)
+    queryset = queryset.filter(by_nhanh | by_shopify)
+    # Counting these exactly would test every mapping's two customers; the page itself stops after 50.
+    queryset.query.count_by_estimate = True  # kept by the clones the changelist makes (Query.clone copies it)
+    return queryset
 
 
 def _joined(expression, prefix: str):
@@ -321,7 +324,7 @@ class EstimatedCountPaginator(Paginator):
         if connection.vendor != "postgresql":
             return queryset.count()
         estimate = planner_rows(queryset)
-        if estimate >= EXACT_COUNT_BELOW:
+        if estimate >= EXACT_COUNT_BELOW or getattr(queryset.query, "count_by_estimate", False):
             return estimate
         # Bounded: when the planner underestimated a common match, counting stops at EXACT_COUNT_BELOW.
         return queryset.order_by()[:EXACT_COUNT_BELOW].count()

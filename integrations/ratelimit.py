@@ -32,6 +32,7 @@ import random
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ class RateStore:
 
     def locked_until(self, key: str) -> float | None:
         raise NotImplementedError
+
+    def restamp(self, bucket: AbstractBucket, name: str) -> None:
+        """Move the entries named ``name`` in ``bucket`` to now (see Permit.done)."""
 
     def close(self) -> None:
         pass
@@ -147,22 +151,30 @@ class RedisStore(RateStore):
         value = self.redis.get(f"{KEY_PREFIX}lock:{key}")
         return float(value) if value is not None else None
 
+    def restamp(self, bucket: AbstractBucket, name: str) -> None:
+        # RedisBucket names a request's members "<name>:<random id>:<n>"; a bucket holds about one window.
+        members = [member for member, _score in self.redis.zscan_iter(bucket.bucket_key, match=f"{name}:*")]
+        if members:
+            now = bucket.now()
+            self.redis.zadd(bucket.bucket_key, dict.fromkeys(members, now), xx=True)
+
     def close(self) -> None:
         self.redis.close()
 
 
 class PostgresStore(RateStore):
     """Tables ``ratelimit___sb_<hash of key>`` (pyrate-limiter's) and ``ratelimit___shopbridge_locks``, created
-    on first use. Connections are opened per operation (a null pool): nothing stays connected between
-    requests, so a database can be dropped or migrated under an idle worker."""
+    on first use. A small pool keeps a connection or two (opening one per operation cost ~140 ms an acquire on
+    a busy machine); idle ones close after a minute, and ``close()`` closes them all."""
 
     name = "postgres"
     LOCK_TABLE = "ratelimit___shopbridge_locks"
 
     def __init__(self, conninfo: str):
-        from psycopg_pool import NullConnectionPool
+        from psycopg_pool import ConnectionPool
 
-        self.pool = NullConnectionPool(conninfo, max_size=8, open=True, timeout=30)
+        self.pool = ConnectionPool(conninfo, min_size=0, max_size=4, max_idle=60, open=True, timeout=30,
+                                   name="shopbridge-ratelimit")
         with self.pool.connection() as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {self.LOCK_TABLE} "
                          "(key TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL)")
@@ -181,6 +193,15 @@ class PostgresStore(RateStore):
         with self.pool.connection() as conn:
             row = conn.execute(f"SELECT until FROM {self.LOCK_TABLE} WHERE key = %s", (key,)).fetchone()
         return row[0] if row else None
+
+    def restamp(self, bucket: AbstractBucket, name: str) -> None:
+        from psycopg import sql
+
+        # clock_timestamp(): the database's clock, which the bucket stamps with too (PostgresClock).
+        query = sql.SQL("UPDATE {} SET item_timestamp = clock_timestamp() WHERE name = %s").format(
+            sql.Identifier(bucket._full_tbl))
+        with self.pool.connection() as conn:
+            conn.execute(query, (name,))
 
     def close(self) -> None:
         self.pool.close()
@@ -248,6 +269,10 @@ class SQLiteStore(RateStore):
             row = self.conn.execute("SELECT until FROM shopbridge_locks WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def restamp(self, bucket: AbstractBucket, name: str) -> None:
+        with self.guard:
+            self.conn.execute(f"UPDATE '{bucket.table}' SET item_timestamp = ? WHERE name = ?", (bucket.now(), name))
+
     def close(self) -> None:
         with self.guard:
             self.conn.close()
@@ -259,6 +284,21 @@ class _Slot:
     bucket: AbstractBucket
     guard: threading.Lock = field(default_factory=threading.Lock)
     last_leak: float = 0.0
+
+
+@dataclass
+class Permit:
+    """One admitted request. ``done()`` once it is answered moves its entry to that moment: the upstream
+    stamped the request when it arrived, somewhere between our stamp and the answer, so counting it from
+    the answer on is never early, however long the process stalled before sending it."""
+
+    limiter: SharedLimiter
+    slot: _Slot
+    token: str
+    waited: float
+
+    def done(self) -> None:
+        self.limiter._restamp(self.slot, self.token)
 
 
 class SharedLimiter:
@@ -283,17 +323,18 @@ class SharedLimiter:
                 slot = self._slots[(key, limit, window_ms)] = _Slot(self.store.bucket(key, Rate(limit, window_ms)))
             return slot
 
-    def acquire(self, key: str, *, limit: int, seconds: float, weight: int = 1) -> float:
+    def acquire(self, key: str, *, limit: int, seconds: float, weight: int = 1) -> Permit:
         """Block until ``key`` is not locked and ``weight`` units (1: a request; a cost for cost-based
-        budgets) fit its window; returns the seconds waited."""
+        budgets) fit its window. Call ``done()`` on the permit once the request is answered."""
         if not 1 <= weight <= limit:
             raise ValueError(f"{weight} units can never fit a budget of {limit} per {seconds} s")
         slot = self._slot(key, limit, seconds)
         started = time.monotonic()
+        token = uuid.uuid4().hex  # names this request's entries, so done() can find them
         while True:
             self.wait_for_lock(key)
             with slot.guard:
-                item = RateItem(key, slot.bucket.now(), weight=weight)
+                item = RateItem(token, slot.bucket.now(), weight=weight)
                 admitted = slot.bucket.put(item)
                 wait_ms = 0 if admitted else slot.bucket.waiting(item)
                 self._leak(slot, item.timestamp)
@@ -301,12 +342,19 @@ class SharedLimiter:
                 # A lock reported while we waited for the slot: sending now would extend it. The slot is
                 # spent, which only makes the next requests wait a little longer.
                 if not self._locked_for(key):
-                    return time.monotonic() - started
+                    return Permit(self, slot, token, waited=time.monotonic() - started)
                 continue
             # No wait worked out (<= 0): another process held the bucket (PostgreSQL's table lock is taken
             # NOWAIT) or the entry it looked at has just expired: try again shortly. The jitter spreads
             # processes that wake for the same freed slot.
             self.sleep(max(wait_ms, 0) / 1000 + random.uniform(0.005, 0.03))  # noqa: S311
+
+    def _restamp(self, slot: _Slot, token: str) -> None:
+        try:
+            with slot.guard:
+                self.store.restamp(slot.bucket, token)
+        except Exception:  # the entry keeps its first stamp: the margin still covers most delays
+            log.warning("rate limiter: restamp failed", exc_info=True)
 
     def _leak(self, slot: _Slot, now_ms: int) -> None:
         """Drop entries older than the window now and then (counts only look inside the window anyway)."""
@@ -416,8 +464,10 @@ def shared_limiter(url: str | None = None) -> SharedLimiter:
         return limiter
 
 
-def close_shared_limiters() -> None:
+def close_shared_limiters(backends: tuple[str, ...] | None = None) -> None:
+    """Close this process's limiters (all, or those on ``backends``); the next use opens new ones."""
     with _limiters_guard:
-        for limiter in _limiters.values():
-            limiter.close()
-        _limiters.clear()
+        for key, limiter in list(_limiters.items()):
+            if backends is None or limiter.backend in backends:
+                limiter.close()
+                del _limiters[key]

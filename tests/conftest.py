@@ -23,6 +23,16 @@ def running_sandbox(**options):
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _close_postgres_rate_limit_pools():
+    """The shared rate limiter's PostgreSQL store pools connections to the test database, which must be
+    droppable when the run ends: close them after each test (the next use opens a new pool)."""
+    yield
+    from integrations.ratelimit import close_shared_limiters
+
+    close_shared_limiters(backends=("postgres",))
+
+
 @pytest.fixture
 def sandbox_factory():
     """Start a sandbox with custom options: ``server = sandbox_factory(customers=500, seed=3)``."""

@@ -340,6 +340,15 @@ def test_big_results_are_counted_by_estimate(staff_client, people, monkeypatch):
     assert any(s.startswith("EXPLAIN") for s in sql) and not any("COUNT(*)" in s for s in sql)
 
 
+@postgres_only
+def test_common_mapping_matches_are_counted_by_estimate(staff_client, people, monkeypatch):
+    monkeypatch.setattr(search, "MATERIALIZE_IDS", 0)
+    with CaptureQueriesContext(connection) as ctx:
+        html = _found(staff_client, "customermapping", "nguyen")
+    assert "Văn A (#1," in html and "Văn Anh (#2," in html
+    assert not any("COUNT(*)" in q["sql"] for q in ctx.captured_queries)
+
+
 def test_small_results_are_counted_exactly(staff_client, people):
     html = staff_client.get(reverse("admin:customers_nhanhcustomer_changelist")).content.decode()
     assert "4 nhanh customers" in html

@@ -497,6 +497,8 @@ def test_bad_cursor_settings_are_refused_by_the_control_api(shared):
         control(shared.base_url, "nhanh", "faults", {"cursor_shape": "tuple"})
     with pytest.raises(requests.HTTPError):
         control(shared.base_url, "nhanh", "faults", {"cursor_end": "zero"})
+    with pytest.raises(requests.HTTPError):
+        control(shared.base_url, "nhanh", "faults", {"extra_fields_rate": "all"})
     assert control(shared.base_url, "nhanh", "status")["faults"]["cursor_shape"] == "object"
 
 

@@ -134,6 +134,22 @@ def test_the_margin_holds_for_a_caller_that_comes_back_late(store_url_for):
         limiter.close()
 
 
+def test_a_request_counts_from_its_answer_once_done(store_url_for):
+    """The upstream stamps a request on arrival, which a stalled process may delay: once answered, the
+    request's entry moves to the answer, and the next one waits a full window from there."""
+    limiter = SharedLimiter(open_store(store_url_for), margin_seconds=0.0)
+    key = unique_key("restamp")
+    try:
+        first = time.monotonic()
+        permit = limiter.acquire(key, limit=1, seconds=1)
+        time.sleep(0.6)  # sent late, or answered slowly
+        permit.done()
+        limiter.acquire(key, limit=1, seconds=1).done()
+        assert time.monotonic() - first >= 1.55
+    finally:
+        limiter.close()
+
+
 def test_a_lock_recorded_by_one_limiter_holds_the_other(store_url_for):
     key = unique_key("lock")
     first, second = (SharedLimiter(open_store(store_url_for), margin_seconds=0.05) for _ in range(2))

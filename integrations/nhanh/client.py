@@ -145,8 +145,9 @@ class NhanhClient(BaseClient):
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
         # Paced per attempt, not per call: retries count against Nhanh's limit too.
         key = self.budget_key(urlsplit(path).path)
+        permit = None
         if self.requests_per_window:
-            self.limiter.acquire(key, limit=self.requests_per_window, seconds=self.window_seconds)
+            permit = self.limiter.acquire(key, limit=self.requests_per_window, seconds=self.window_seconds)
         else:
             self.limiter.wait_for_lock(key)
         try:
@@ -157,6 +158,9 @@ class NhanhClient(BaseClient):
                 # Every call made while locked extends the lock: make every process wait it out.
                 self.limiter.lock(key, time.time() + exc.retry_after)
             raise
+        finally:
+            if permit is not None:
+                permit.done()
 
     def check_response(self, response: requests.Response) -> dict:
         status = response.status_code

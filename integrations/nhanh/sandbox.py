@@ -119,7 +119,8 @@ class NhanhFaults(Faults):
         if self.cursor_end not in CURSOR_ENDS:
             raise ValueError(f"cursor_end must be one of {', '.join(CURSOR_ENDS)}")
         for name in ("extra_fields_rate", "omit_optional_rate", "numbers_as_strings_rate", "malformed_rate"):
-            if not 0 <= getattr(self, name) <= 1:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be between 0 and 1")
 
     def row_variations(self) -> tuple:
