@@ -3,7 +3,7 @@ import secrets
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config.schedules import install_schedules
 from integrations.models import Connection, System
@@ -16,8 +16,10 @@ SANDBOX_CONNECTIONS = {
         "app_id": m.SANDBOX_APP_ID, "business_id": m.SANDBOX_BUSINESS_ID, "access_token": m.SANDBOX_ACCESS_TOKEN,
         "api_version": "3.0", "requests_per_window": 150, "window_seconds": 30,
     }),
+    # As a shop set up today would be: a Dev Dashboard app's client id and secret (tokens last ~24 h).
     System.SHOPIFY: ("integrations.shopify.sandbox", lambda m: {
-        "access_token": m.SANDBOX_ACCESS_TOKEN, "api_version": "2026-10",
+        "client_id": m.SANDBOX_CLIENT_ID, "client_secret": m.SANDBOX_CLIENT_SECRET, "access_token": "",
+        "api_version": "2026-10",
     }),
     System.PANCAKE: ("integrations.pancake.sandbox", lambda m: {"requests_per_window": 8, "window_seconds": 1}),
 }
@@ -32,8 +34,16 @@ class Command(BaseCommand):
         parser.add_argument("--username", default="admin")
         parser.add_argument("--start-jobs", action="store_true",
                             help="Queue a self-test job and first pulls so the dashboard has something to show.")
+        parser.add_argument("--after-sandbox", action="store_true",
+                            help="Only wait for the sandbox to answer, then add what needs it running (Shopee "
+                                 "shops are authorized through it). bin/demo runs this before the web server.")
 
     def handle(self, *args, **o):
+        if o["after_sandbox"]:
+            self.wait_for_sandbox(o["sandbox_url"])
+            self.add_pancake_pages(o["sandbox_url"])
+            self.add_shopee_shops(o["sandbox_url"])
+            return
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
         password = secrets.token_urlsafe(9)
@@ -55,6 +65,7 @@ class Command(BaseCommand):
             )
             self.stdout.write(f"Connection {system} → {o['sandbox_url']}/{system} (sandbox)")
         self.add_pancake_pages(o["sandbox_url"])
+        self.add_shopee_shops(o["sandbox_url"])
         for line in install_schedules():
             self.stdout.write(f"Schedule {line}")
         if o["start_jobs"]:
@@ -81,6 +92,36 @@ class Command(BaseCommand):
                 "name": f"FolkForm Page {k + 1} (sandbox)", "user_access_token": sandbox.SANDBOX_USER_TOKEN,
                 "enabled": True})
         self.stdout.write(f"Pancake pages {', '.join(page_ids)} (sandbox)")
+
+    def wait_for_sandbox(self, sandbox_url: str, seconds: float = 90) -> None:
+        import time
+
+        import requests
+
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                requests.get(f"{sandbox_url.rstrip('/')}/_sandbox/", timeout=2).raise_for_status()
+                return
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise CommandError(f"the sandbox at {sandbox_url} did not answer in {seconds:.0f} s") from None
+                time.sleep(0.5)
+
+    def add_shopee_shops(self, sandbox_url: str) -> None:
+        """Shopee shops are authorized through the sandbox (a one-time code, then the token exchange), so they
+        are added once it answers (bin/demo: ``demo --after-sandbox``)."""
+        import requests
+
+        from ads.services import setup_sandbox_shops
+
+        try:
+            lines = setup_sandbox_shops(sandbox_url)
+        except requests.RequestException:
+            self.stdout.write("Shopee shops: added once the sandbox is up (demo --after-sandbox).")
+            return
+        for line in lines:
+            self.stdout.write(line)
 
     def start_demo_jobs(self):
         from jobs.models import StartedBy
