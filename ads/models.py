@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from integrations.secrets import mask_secret
+from integrations.secrets import SecretField, mask_secret
 
 ADS_SYNC = "ADS_SYNC"  # the BackgroundJob type of a shop's sync run (registered in AdsConfig.ready)
 
@@ -24,9 +24,9 @@ class Shop(models.Model):
     base_url = models.URLField(max_length=300, default="https://partner.shopeemobile.com",
                                help_text="Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee).")
     partner_id = models.BigIntegerField()
-    partner_key = models.TextField()
-    access_token = models.TextField(blank=True)
-    refresh_token = models.TextField(blank=True)
+    partner_key = SecretField()
+    access_token = SecretField(blank=True)
+    refresh_token = SecretField(blank=True)
     token_expires_at = models.DateTimeField(null=True, blank=True)
     token_refreshed_at = models.DateTimeField(null=True, blank=True)
     enabled = models.BooleanField(default=True, help_text="Disabled shops are not enqueued by the schedule.")

@@ -6,6 +6,7 @@ machine needs no database or broker server. Production sets ``DATABASE_URL`` (Po
 ``CELERY_BROKER_URL`` (Redis).
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -19,16 +20,25 @@ env = environ.Env()
 env.read_env(BASE_DIR / ".env", overwrite=False) if (BASE_DIR / ".env").exists() else None
 
 
-def _local_secret_key() -> str:
-    # No key committed to the repo: an embedded install makes its own once and keeps it in var/.
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+def _local_secret(name: str) -> str:
+    """No key is committed to the repo: an embedded install makes its own once and keeps it in var/, created
+    readable by its owner only (never world-readable, not even for a moment)."""
+    path = VAR_DIR / name
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made earlier (or by another process starting at the same moment)
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret("secret_key")
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
+# Secrets at rest (connection tokens, page tokens, shop keys) are Fernet-encrypted with keys derived from
+# SECRET_KEY (and SECRET_KEY_FALLBACKS while rotating) and this salt (django-fernet-encrypted-fields).
+SALT_KEY = env.list("SHOPBRIDGE_ENCRYPTION_SALT", default=[]) or [_local_secret("encryption_salt")]
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

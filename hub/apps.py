@@ -10,7 +10,23 @@ class HubConfig(AppConfig):
 
     def ready(self):
         from django.contrib import admin
+        from django.db.backends.signals import connection_created
 
+        connection_created.connect(_owner_only_sqlite_files, dispatch_uid="shopbridge-sqlite-owner-only")
         admin.site.site_header = "ShopBridge"
         admin.site.site_title = "ShopBridge admin"
         admin.site.index_title = "Nhanh · Shopify · Pancake · Shopee"
+
+
+def _owner_only_sqlite_files(sender, connection, **kwargs):
+    """The embedded database holds encrypted secrets and everything else: readable by its owner only."""
+    import contextlib
+    import os
+
+    if connection.vendor != "sqlite":
+        return
+    name = str(connection.settings_dict.get("NAME") or "")
+    for path in (name, f"{name}-wal", f"{name}-shm"):
+        if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
+            with contextlib.suppress(OSError):  # not ours (a shared test database, say): leave it
+                os.chmod(path, 0o600)

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from .clients import check_connection
-from .models import Connection
+from .models import Connection, check_base_url, same_host
 from .secrets import mask_secret
 
 
@@ -31,10 +31,28 @@ class ConnectionForm(forms.ModelForm):
             hint = f"Stored: {mask_secret(current)}. Leave empty to keep it." if current else "Not set."
             self.fields[name].help_text = hint
 
+    def clean_base_url(self):
+        url = self.cleaned_data["base_url"]
+        check_base_url(url)
+        return url
+
     def clean(self):
         data = super().clean()
+        moved = bool(self.instance.pk and data.get("base_url") and not same_host(data["base_url"],
+                                                                              self.instance.base_url))
+        if moved:
+            # Stored secrets were entered for the old host: they are never sent to another one. Whoever points
+            # the connection elsewhere enters the credentials for that host.
+            stored = [name for name in self.FORM_SECRETS if getattr(self.instance, name)]
+            missing = [self.fields[name].label or name for name in stored if not data.get(name)]
+            if missing:
+                raise forms.ValidationError(
+                    f"The host changed: enter the credentials for the new host again ({', '.join(map(str, missing))})."
+                    " Stored secrets are only ever sent to the host they were entered for.")
+            self.instance.issued_token = ""
+            self.instance.issued_token_obtained_at = self.instance.issued_token_expires_at = None
         for name in self.FORM_SECRETS:
-            if not data.get(name) and self.instance.pk:
+            if not data.get(name) and self.instance.pk and not moved:
                 data[name] = getattr(self.instance, name)
         if data.get("system") == "shopify":
             if bool(data.get("client_id")) != bool(data.get("client_secret")):

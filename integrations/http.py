@@ -97,6 +97,9 @@ class BaseClient:
 
     def raise_for_status(self, response: requests.Response) -> None:
         status = response.status_code
+        if 300 <= status < 400:
+            raise RequestRejected(f"redirected (HTTP {status}) to {response.headers.get('Location', '?')[:200]!r}: "
+                                  "not followed; check the connection's base URL", system=self.system, status=status)
         if status < 400:
             return
         if status == 429:
@@ -138,6 +141,9 @@ class BaseClient:
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         kwargs.setdefault("timeout", self.timeout)
+        # Never follow a redirect: requests keeps custom credential headers (X-Shopify-Access-Token …) when it
+        # follows one to another host, and a secret goes only to the host it was entered for.
+        kwargs["allow_redirects"] = False
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.Timeout as exc:

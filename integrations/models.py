@@ -1,6 +1,23 @@
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
 from django.db import models
 
-from .secrets import mask_secret
+from .secrets import SecretField, mask_secret
+
+
+def check_base_url(url: str) -> None:
+    """Refuse credentials written into a URL (``http://user:token@host``): they would show wherever the URL
+    does (lists, logs, job errors); they belong in the secret fields."""
+    parts = urlsplit(url or "")
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise ValidationError("Put credentials in the secret fields, not in the URL (user:password@…).")
+
+
+def same_host(a: str, b: str) -> bool:
+    """Same scheme, host and port: where a stored secret may be sent."""
+    pa, pb = urlsplit(a or ""), urlsplit(b or "")
+    return (pa.scheme, (pa.hostname or "").lower(), pa.port) == (pb.scheme, (pb.hostname or "").lower(), pb.port)
 
 
 class System(models.TextChoices):
@@ -16,22 +33,22 @@ class Connection(models.Model):
 
     system = models.CharField(max_length=20, choices=System.choices, unique=True)
     base_url = models.URLField(
-        max_length=300,
+        max_length=300, validators=[check_base_url],
         help_text="Nhanh: https://pos.open.nhanh.vn · Shopify: https://YOUR-SHOP.myshopify.com",
     )
     api_version = models.CharField(max_length=20, blank=True, help_text="Shopify: e.g. 2026-10. Nhanh: 3.0.")
     app_id = models.CharField(max_length=100, blank=True, help_text="Nhanh appId / Pancake or Shopee partner id.")
     business_id = models.CharField(max_length=100, blank=True, help_text="Nhanh businessId.")
-    access_token = models.TextField(blank=True, help_text="Shopify: a legacy custom-app token (shpat_…, never "
+    access_token = SecretField(blank=True, help_text="Shopify: a legacy custom-app token (shpat_…, never "
                                     "expires); leave empty when the app uses a client id and secret.")
-    secret_key = models.TextField(blank=True, help_text="Nhanh secretKey / client secret, when the API needs one.")
+    secret_key = SecretField(blank=True, help_text="Nhanh secretKey / client secret, when the API needs one.")
     # Shopify Dev Dashboard app: the client-credentials grant gives a token that lasts ~24 h.
     client_id = models.CharField(max_length=100, blank=True,
                                  help_text="Shopify: the app's client id (Dev Dashboard → app → Settings). With "
                                            "the client secret, used instead of an access token.")
-    client_secret = models.TextField(blank=True, help_text="Shopify: the app's client secret (shpss_…).")
+    client_secret = SecretField(blank=True, help_text="Shopify: the app's client secret (shpss_…).")
     # The token obtained with the client id + secret, shared by every worker; renewed before it expires.
-    issued_token = models.TextField(blank=True, editable=False)
+    issued_token = SecretField(blank=True, editable=False)
     issued_token_obtained_at = models.DateTimeField(null=True, blank=True, editable=False)
     issued_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     requests_per_window = models.PositiveIntegerField(

@@ -3,7 +3,7 @@
 from django.db import models
 from django.utils import timezone
 
-from integrations.secrets import mask_secret
+from integrations.secrets import SecretField, mask_secret
 from jobs.ingest import UpstreamRecord
 
 
@@ -13,9 +13,9 @@ class PancakePage(models.Model):
 
     page_id = models.CharField(max_length=64, unique=True)
     name = models.CharField(max_length=255, blank=True)
-    page_access_token = models.TextField(blank=True, help_text="Regenerated from the user token when Pancake "
+    page_access_token = SecretField(blank=True, help_text="Regenerated from the user token when Pancake "
                                                                 "rejects it (which invalidates the old one).")
-    user_access_token = models.TextField(blank=True, help_text="A page admin's Pancake user token (90 days).")
+    user_access_token = SecretField(blank=True, help_text="A page admin's Pancake user token (90 days).")
     enabled = models.BooleanField(default=True)
     token_renewed_at = models.DateTimeField(null=True, blank=True)
     # Where the next runs must start at the latest, after a run that may have missed rows (a results page that
