@@ -28,6 +28,13 @@ def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
         progress = f"{number(job.processed)} / {number(job.total)} ({percent:.1f}%)"
     else:
         progress = f"{number(job.processed)} processed"
+    meta = job.metadata or {}
+    if meta.get("path"):  # how a pull reads its upstream (Shopify: bulk operation or paged) and, for bulk, its stage
+        stage = meta.get("stage")
+        upstream = f"{meta['path']}" + (f" · Shopify {stage.lower()}" if stage and stage != "COMPLETED" else "")
+        if stage in ("CREATED", "RUNNING") and meta.get("object_count") is not None:
+            upstream += f" ({number(meta['object_count'])} ready)"
+        progress = f"{progress} · {upstream}"
     speed = job.speed
     heartbeat = job.heartbeat_age_seconds
     status = job.get_status_display()

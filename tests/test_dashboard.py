@@ -149,3 +149,13 @@ def test_management_commands_list_jobs_and_pulls(jobs_on_board, capsys):
     call_command("pull_progress", "--reset", "--system", "shopify", "--type", "customers")
     assert "Reset 1 pull(s)" in capsys.readouterr().out
     assert not PullProgress.objects.exists()
+
+
+def test_a_pull_shows_its_path_and_shopify_s_stage(staff_user):
+    from jobs.display import job_display
+
+    job = services.create_job(JobType.PULL_SHOPIFY_CUSTOMERS, metadata={"path": "bulk", "stage": "RUNNING",
+                                                                        "object_count": 1200})
+    assert job_display(job)["progress"] == "0 processed · bulk · Shopify running (1,200 ready)"
+    job.metadata = {"path": "paged"}
+    assert job_display(job)["progress"].endswith("· paged")
