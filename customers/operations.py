@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 from jobs.models import BackgroundJob, StartedBy
-from jobs.operations import Argument, Operation, Started, register_operation
+from jobs.operations import Argument, Operation, Started, dry_runnable, register_operation
 from jobs.results import result_of
 
 from .models import CustomerMapping
 from .services.matching import start_auto_match
 from .services.sync import start_sync
-
-
-def _start_automatch(o: dict, *, wait: bool) -> Started:
-    if not wait and not o.get("dry_run"):
-        job = start_auto_match(started_by=StartedBy.COMMAND)
-        return Started(job, queued_message=f"Auto-match queued as job #{job.pk}.")
-    return Started(start_auto_match(dry_run=bool(o.get("dry_run")), started_by=StartedBy.COMMAND, run_now=True),
-                   already_ran=True)
 
 
 def _report_automatch(job: BackgroundJob, o: dict) -> list[str]:
@@ -57,7 +49,7 @@ def _report_sync(job: BackgroundJob, o: dict) -> list[str]:
 
 def register() -> None:
     register_operation(Operation(
-        "automatch", "customers", _start_automatch, _report_automatch,
+        "automatch", "customers", dry_runnable(start_auto_match, "Auto-match"), _report_automatch,
         arguments=(Argument(("--dry-run",), {"action": "store_true", "help": "Report without writing."}),),
     ))
     register_operation(Operation(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .models import BackgroundJob
+from .models import BackgroundJob, StartedBy
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,17 @@ def get_operation(command: str, kind: str) -> Operation:
         known = ", ".join(o.kind for o in operations(command)) or "none"
         raise ValueError(f"`{command}` has no kind {kind!r}; known: {known}")
     return op
+
+
+def dry_runnable(start: Callable[..., BackgroundJob], what: str) -> Callable[..., Started]:
+    """The ``start`` of a matching command: queued unless --wait; a --dry-run runs here and is reported.
+    ``start(dry_run=…, started_by=…, run_now=…)`` is the app's own start function."""
+
+    def begin(o: dict, *, wait: bool) -> Started:
+        if not wait and not o.get("dry_run"):
+            job = start(started_by=StartedBy.COMMAND)
+            return Started(job, queued_message=f"{what} queued as job #{job.pk}.")
+        return Started(start(dry_run=bool(o.get("dry_run")), started_by=StartedBy.COMMAND, run_now=True),
+                       already_ran=True)
+
+    return begin

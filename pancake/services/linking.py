@@ -18,7 +18,7 @@ from customers.models import NhanhCustomer, NhanhCustomerPhone
 from customers.services.matching import PhoneMatcher, group_ambiguous, write_links
 from jobs import services as jobs
 from jobs.models import BackgroundJob, StartedBy
-from jobs.operations import Argument, Operation, Started, register_operation
+from jobs.operations import Argument, Operation, dry_runnable, register_operation
 from jobs.results import result_of
 
 from ..models import PancakeAmbiguousLink, PancakeCustomer, PancakeCustomerPhone, PancakeNhanhLink
@@ -109,14 +109,6 @@ def run_link_job(ctx: jobs.JobContext) -> None:
              result.sql_seconds)
 
 
-def _start_command(o: dict, *, wait: bool) -> Started:
-    if not wait and not o.get("dry_run"):
-        job = start_link(started_by=StartedBy.COMMAND)
-        return Started(job, queued_message=f"Pancake ↔ Nhanh link queued as job #{job.pk}.")
-    return Started(start_link(dry_run=bool(o.get("dry_run")), started_by=StartedBy.COMMAND, run_now=True),
-                   already_ran=True)
-
-
 def _report_command(job: BackgroundJob, o: dict) -> list[str]:
     r = result_of(job)
     lines = [f"{'Would link' if r.dry_run else 'Linked'} {r.linked} Pancake customers to Nhanh customers; "
@@ -131,6 +123,6 @@ def register() -> None:
     jobs.register_job_type(JOB_TYPE, label="Link Pancake ↔ Nhanh customers", run=run_link_job, start=start_link,
                            result=LinkResult, permission="pancake.run_pancake_link")
     register_operation(Operation(
-        "automatch", "pancake", _start_command, _report_command,
+        "automatch", "pancake", dry_runnable(start_link, "Pancake ↔ Nhanh link"), _report_command,
         arguments=(Argument(("--dry-run",), {"action": "store_true", "help": "Report without writing."}),),
     ))
