@@ -175,7 +175,11 @@ class PostgresStore(RateStore):
 
         self.pool = ConnectionPool(conninfo, min_size=0, max_size=4, max_idle=60, open=True, timeout=30,
                                    name="shopbridge-ratelimit")
+        from pyrate_limiter.buckets.postgres import advisory_lock_id
+
         with self.pool.connection() as conn:
+            # Two processes creating the table at once collide even with IF NOT EXISTS: serialize them.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (advisory_lock_id(self.LOCK_TABLE),))
             conn.execute(f"CREATE TABLE IF NOT EXISTS {self.LOCK_TABLE} "
                          "(key TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL)")
 
