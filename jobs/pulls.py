@@ -130,6 +130,12 @@ class _Prefetcher:
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, which fails the job with it
             self._put(exc)
+        finally:
+            # A source may touch the database from here (a client renewing its shared token): that is this
+            # thread's own connection, closed with it rather than left to the server's idle timeout.
+            from django.db import connections
+
+            connections.close_all()
 
     def get(self, timeout: float):
         item = self._queue.get(timeout=timeout)
