@@ -62,7 +62,7 @@ def test_test_connection_says_what_is_wrong(staff_client, nhanh_sandbox):
     assert [level for level, _ in shown] == ["error", "error"]
     texts = " | ".join(text for _, text in shown)
     assert "ERR_INVALID_ACCESS_TOKEN" in texts and "re-authorize" in texts
-    assert "Pancake: no client for this upstream yet" in texts
+    assert "Pancake: its client has no connection test yet" in texts
     assert "expired-token" not in texts
 
 
