@@ -63,9 +63,13 @@ def console_without_tracebacks(verbosity: int = 1):
             logger.addHandler(handler)
 
 
-def run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool = False, verbosity: int = 1) -> BackgroundJob:
+def run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool = False,
+                      verbosity: int | None = None) -> BackgroundJob:
     """Run ``job`` in this process (a thread) while drawing its progress; Ctrl-C cancels it.
-    Raises CommandError when the job did not complete, so the command exits non-zero."""
+    Raises CommandError when the job did not complete, so the command exits non-zero. With ``verbosity``
+    (below 2), console log handlers show no traceback meanwhile; commands get that from ``@quiet_tracebacks``."""
+    if verbosity is None:
+        return _run_in_foreground(job, stdout, already_ran=already_ran)
     with console_without_tracebacks(verbosity):
         return _run_in_foreground(job, stdout, already_ran=already_ran)
 
