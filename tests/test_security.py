@@ -37,7 +37,7 @@ def no_eager_tasks(settings):
 
 
 def staff(django_user_model, *perms: str, name: str = "clerk"):
-    user = django_user_model.objects.create_user(name, password="clerk-pass-123", is_staff=True)
+    user = django_user_model.objects.create_user(name, is_staff=True)
     for perm in perms:
         app_label, codename = perm.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
@@ -353,7 +353,7 @@ def test_job_detail_of_a_huge_id_is_a_404(admin_client):
 
 
 def test_csrf_failures_on_the_api_answer_json_and_pages_keep_djangos(django_user_model):
-    user = django_user_model.objects.create_superuser("boss", "b@example.com", "boss-pass-123")
+    user = django_user_model.objects.create_superuser("boss", "b@example.com", None)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(user)
     r = browser.post(PULLS, {"system": "nhanh", "mode": "all"}, content_type="application/json")
