@@ -9,6 +9,7 @@ runs (task name, arguments, routing) is edited by superusers only, so the change
 schedule into a different task either.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
@@ -27,7 +28,27 @@ def may_run_task(user, task_name: str) -> bool:
     return bool(schedule and schedule.permissions) and user.has_perms(schedule.permissions)
 
 
+class ScheduleOnlyForm(beat_admin.PeriodicTaskForm):
+    """For staff who may re-time a schedule but not change what it runs: no task fields, no task check."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("regtask", "task"):
+            self.fields.pop(name, None)
+
+    def clean(self):
+        data = forms.ModelForm.clean(self)  # the parent insists on a task name, which this form does not edit
+        if data.get("expire_seconds") is not None and data.get("expires"):
+            raise forms.ValidationError("Only one can be set, in expires and expire_seconds")
+        return data
+
+
 class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if not request.user.is_superuser:
+            kwargs["form"] = ScheduleOnlyForm
+        return super().get_form(request, obj, change, **kwargs)
+
     def has_add_permission(self, request):
         # A new periodic task may name any registered Celery task with any arguments.
         return request.user.is_superuser
@@ -43,13 +64,6 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
         # "regtask" is the form's task picker, not a model field: drop it rather than show it read-only.
         return [(name, {**opts, "fields": tuple(f for f in opts["fields"] if f != "regtask")})
                 for name, opts in fieldsets]
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        if not self.has_change_permission(request):
-            for name in ("enable_tasks", "disable_tasks", "toggle_tasks"):
-                actions.pop(name, None)
-        return actions
 
     @admin.action(description="Enable selected tasks", permissions=["change"])
     def enable_tasks(self, request, queryset):

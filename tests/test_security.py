@@ -97,6 +97,15 @@ def test_enabling_needs_the_change_permission(django_user_model):
     page = client.get(f"{PERIODIC_URL}{daily.pk}/change/").content.decode()
     assert 'name="task"' not in page and 'name="regtask"' not in page and 'name="kwargs"' not in page
     assert client.get(f"{PERIODIC_URL}add/").status_code == 403
+    # They can still re-time it and switch it on; a task name smuggled into the form is ignored.
+    form = {"name": daily.name, "enabled": "on", "description": "re-timed", "crontab": daily.crontab_id,
+            "expire_seconds": 3600, "task": "jobs.run_job", "regtask": "jobs.run_job", "args": "[1]",
+            "start_time_0": "", "start_time_1": "", "last_run_at_0": "", "last_run_at_1": "", "priority": ""}
+    r = client.post(f"{PERIODIC_URL}{daily.pk}/change/", form)
+    assert r.status_code == 302, r.content.decode()[-3000:]
+    daily.refresh_from_db()
+    assert daily.enabled and daily.description == "re-timed"
+    assert daily.task == "customers.workflow_daily" and daily.args == "[]"
 
 
 def test_running_a_schedule_now_needs_the_permissions_of_the_jobs_it_starts(django_user_model):
