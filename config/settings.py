@@ -41,10 +41,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in expression indexes (the admin's trigram search, customers 0005)
     "django_celery_beat",
     "jobs",
     "integrations",
     "customers",
+    "pancake",
     "products",
     "ads",
     "hub",
@@ -199,6 +201,9 @@ SHOPBRIDGE = {
     "SYNC_CONCURRENCY": env.int("SHOPBRIDGE_SYNC_CONCURRENCY", default=8),
     # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
     "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
+    # Where the request budgets shared by every process live (integrations/ratelimit.py): empty chooses Redis
+    # (a redis:// broker), else PostgreSQL (the database), else a SQLite file in var/.
+    "RATE_LIMIT_URL": env.str("SHOPBRIDGE_RATE_LIMIT_URL", default=""),
 }
 
 LOGGING = {
@@ -213,3 +218,26 @@ LOGGING = {
         "kombu.connection": {"level": "ERROR"},  # the filesystem transport warns that it has no host
     },
 }
+
+# --- Shopee ads (ads/) ------------------------------------------------------------------------
+# A shop with more campaigns than the threshold is synced in chunks of ADS_CHUNK_SIZE (the first run; later
+# runs adapt the size to ADS_CHUNK_TARGET_SECONDS within [MIN, MAX]). Chunks of one shop run in parallel,
+# at most ADS_SHOP_CONCURRENCY at once (Shopee limits calls per shop).
+ADS_CHUNK_THRESHOLD = env.int("ADS_CHUNK_THRESHOLD", default=200)
+ADS_CHUNK_SIZE = env.int("ADS_CHUNK_SIZE", default=100)
+ADS_CHUNK_SIZE_MIN = env.int("ADS_CHUNK_SIZE_MIN", default=20)
+ADS_CHUNK_SIZE_MAX = env.int("ADS_CHUNK_SIZE_MAX", default=200)
+ADS_CHUNK_TARGET_SECONDS = env.float("ADS_CHUNK_TARGET_SECONDS", default=10.0)
+ADS_SHOP_CONCURRENCY = env.int("ADS_SHOP_CONCURRENCY", default=4)
+# A failing chunk is tried this many times, waiting BACKOFF × 2^(attempt-1) seconds between tries.
+ADS_CHUNK_MAX_ATTEMPTS = env.int("ADS_CHUNK_MAX_ATTEMPTS", default=3)
+ADS_CHUNK_RETRY_BACKOFF = env.float("ADS_CHUNK_RETRY_BACKOFF", default=5.0)
+ADS_STUCK_MINUTES = env.int("ADS_STUCK_MINUTES", default=30)
+ADS_QUEUE_BATCH = env.int("ADS_QUEUE_BATCH", default=10)
+ADS_QUEUE_KEEP_DAYS = env.int("ADS_QUEUE_KEEP_DAYS", default=7)
+ADS_PERFORMANCE_DAYS = env.int("ADS_PERFORMANCE_DAYS", default=2)  # realtime runs: yesterday and today
+ADS_BACKFILL_DAYS = env.int("ADS_BACKFILL_DAYS", default=7)
+ADS_TOKEN_REFRESH_MARGIN_SECONDS = env.int("ADS_TOKEN_REFRESH_MARGIN_SECONDS", default=300)
+ADMINS = [tuple(a.split(":", 1)) for a in env.list("ADMINS", default=[]) if ":" in a]  # "Name:mail@x"
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="shopbridge@localhost")
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -9,6 +10,8 @@ from django.views.decorators.http import require_POST
 
 from jobs.models import StartedBy
 
+from . import search
+from .admin import PHONE_SEARCH_HELP
 from .models import AmbiguousMatch, CustomerMapping, LoyaltyTier, NhanhCustomer, ShopifyCustomer
 from .services.matching import MappingError, match_manually, start_auto_match, unmatch
 from .services.sync import start_sync
@@ -46,10 +49,27 @@ class CustomerMappingAdmin(admin.ModelAdmin):
                      "=nhanh_customer__nhanh_id", "shopify_customer__first_name", "shopify_customer__last_name",
                      "shopify_customer__email", "shopify_customer__phone", "=shopify_customer__shopify_id",
                      "matched_phone")
+    search_help_text = PHONE_SEARCH_HELP
     list_select_related = ("nhanh_customer", "shopify_customer")
     raw_id_fields = ("nhanh_customer", "shopify_customer", "matched_by_user")
     actions = ("sync_selected", "unmatch_selected")
     show_full_result_count = False
+    list_per_page = 50
+    paginator = search.EstimatedCountPaginator
+    # Newest first by id, which follows matched_at (rows are inserted as they are matched) and is indexed:
+    # ordering by matched_at would sort every mapping on each page view.
+    ordering = ("-pk",)
+
+    def get_queryset(self, request):
+        # The change form shows both customers and the user who matched them: one query, not four.
+        return super().get_queryset(request).select_related("nhanh_customer", "shopify_customer",
+                                                            "matched_by_user")
+
+    def get_search_results(self, request, queryset, search_term):
+        # Either side's phones (any format), folded names and emails, ids: indexed lookups per side.
+        if not search_term.strip():
+            return queryset, False
+        return search.search_mappings(queryset, search_term), False
 
     def has_add_permission(self, request):
         return False  # matches come from auto-match or the "Match manually" form
@@ -167,11 +187,28 @@ class CustomerMappingAdmin(admin.ModelAdmin):
             "opts": self.model._meta})
 
 
-def _customer_links(model, pks) -> str:
-    rows = model.objects.filter(pk__in=pks).order_by("pk")
-    name = model._meta.model_name
-    return format_html_join(", ", '<a href="{}">{}</a>',
-                            ((reverse(f"admin:customers_{name}_change", args=[c.pk]), c) for c in rows))
+def _customer_links(customers) -> str:
+    return format_html_join(", ", '<a href="{}">{}</a>', (
+        (reverse(f"admin:customers_{c._meta.model_name}_change", args=[c.pk]), c) for c in customers))
+
+
+class AmbiguousMatchChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        attach_candidates(self.result_list)
+
+
+def attach_candidates(matches) -> None:
+    """Load every Shopify candidate and Nhanh rival of ``matches`` in two queries (their ids are JSON lists,
+    which prefetch_related cannot follow) and hang them on each match for the columns."""
+    matches = list(matches)  # evaluates the page's queryset in place: the template reuses its cache
+    shopify_ids = {pk for a in matches for pk in a.shopify_candidates}
+    nhanh_ids = {pk for a in matches for pk in a.nhanh_rivals}
+    shopify = ShopifyCustomer.objects.in_bulk(shopify_ids) if shopify_ids else {}
+    nhanh = NhanhCustomer.objects.in_bulk(nhanh_ids) if nhanh_ids else {}
+    for a in matches:
+        a.candidate_rows = [shopify[pk] for pk in sorted(a.shopify_candidates) if pk in shopify]
+        a.rival_rows = [nhanh[pk] for pk in sorted(a.nhanh_rivals) if pk in nhanh]
 
 
 @admin.register(AmbiguousMatch)
@@ -180,7 +217,29 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
 
     list_display = ("nhanh_customer", "phones_col", "candidates_col", "rivals_col", "detected_at")
     search_fields = ("nhanh_customer__name", "nhanh_customer__mobile", "=nhanh_customer__nhanh_id")
+    search_help_text = PHONE_SEARCH_HELP
     list_select_related = ("nhanh_customer",)
+    readonly_fields = ("candidates_col", "rivals_col")
+    show_full_result_count = False
+    list_per_page = 50
+    paginator = search.EstimatedCountPaginator
+
+    def get_changelist(self, request, **kwargs):
+        return AmbiguousMatchChangeList
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("nhanh_customer")
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            attach_candidates([obj])
+        return obj
+
+    def get_search_results(self, request, queryset, search_term):
+        if not search_term.strip():
+            return queryset, False
+        return search.search_ambiguous_matches(queryset, search_term), False
 
     def has_add_permission(self, request):
         return False
@@ -194,11 +253,11 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
 
     @admin.display(description="Shopify customers with that phone")
     def candidates_col(self, a):
-        return _customer_links(ShopifyCustomer, a.shopify_candidates)
+        return _customer_links(a.candidate_rows)
 
     @admin.display(description="Other Nhanh customers claiming them")
     def rivals_col(self, a):
-        return _customer_links(NhanhCustomer, a.nhanh_rivals) or "—"
+        return _customer_links(a.rival_rows) or "—"
 
 
 @admin.register(LoyaltyTier)

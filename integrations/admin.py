@@ -1,6 +1,7 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from .clients import check_connection
 from .models import Connection
 from .secrets import mask_secret
 
@@ -12,26 +13,39 @@ class ConnectionForm(forms.ModelForm):
     base_url = forms.URLField(assume_scheme="https", max_length=300)
     access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
     secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                    label="Client secret (Shopify)")
+    FORM_SECRETS = ("access_token", "secret_key", "client_secret")
 
     class Meta:
         model = Connection
         fields = (
             "system", "base_url", "api_version", "app_id", "business_id", "access_token", "secret_key",
-            "requests_per_window", "window_seconds", "is_sandbox",
+            "client_id", "client_secret", "requests_per_window", "window_seconds", "is_sandbox",
         )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name in Connection.SECRET_FIELDS:
+        for name in self.FORM_SECRETS:
             current = getattr(self.instance, name, "")
             hint = f"Stored: {mask_secret(current)}. Leave empty to keep it." if current else "Not set."
             self.fields[name].help_text = hint
 
     def clean(self):
         data = super().clean()
-        for name in Connection.SECRET_FIELDS:
+        for name in self.FORM_SECRETS:
             if not data.get(name) and self.instance.pk:
                 data[name] = getattr(self.instance, name)
+        if data.get("system") == "shopify":
+            if bool(data.get("client_id")) != bool(data.get("client_secret")):
+                raise forms.ValidationError("A Shopify app needs both its client id and its client secret.")
+            if not data.get("access_token") and not data.get("client_id"):
+                raise forms.ValidationError("Shopify needs a legacy access token, or a client id and secret.")
+            if self.instance.pk and (data.get("client_id") != self.instance.client_id
+                                     or data.get("client_secret") != self.instance.client_secret):
+                # A token obtained with other credentials must not outlive them.
+                self.instance.issued_token = ""
+                self.instance.issued_token_obtained_at = self.instance.issued_token_expires_at = None
         return data
 
 
@@ -39,7 +53,26 @@ class ConnectionForm(forms.ModelForm):
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ("system", "base_url", "api_version", "token_col", "is_sandbox", "updated_at")
+    readonly_fields = ("issued_token_col",)
+    actions = ["test_connection"]
+
+    # Staff who may change a connection may test it (it calls the upstream with the stored secrets).
+    @admin.action(description="Test connection (one authenticated call; changes nothing)", permissions=["change"])
+    def test_connection(self, request, queryset):
+        for conn in queryset:
+            ok, text = check_connection(conn)
+            self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
 
     @admin.display(description="Access token")
     def token_col(self, obj):
+        if obj.uses_client_credentials:
+            expiry = obj.issued_token_expires_at
+            return f"client {obj.client_id[:8]}… (token until {expiry:%Y-%m-%d %H:%M})" if expiry else \
+                f"client {obj.client_id[:8]}… (no token yet)"
         return obj.masked_token or "—"
+
+    @admin.display(description="Token obtained with the client id + secret")
+    def issued_token_col(self, obj):
+        if not obj.issued_token:
+            return "—"
+        return f"{mask_secret(obj.issued_token)}, expires {obj.issued_token_expires_at:%Y-%m-%d %H:%M %Z}"

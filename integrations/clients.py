@@ -40,3 +40,32 @@ def client_for(system: str, connection=None, **overrides):
     """A client for ``system`` built from its stored connection (or the one given); ``overrides`` win."""
     conn = connection if connection is not None else get_connection(system)
     return client_class(system).from_connection(conn, **{**client_options(), **overrides})
+
+
+# A connection test makes one call and must answer while staff wait: no long retry storms.
+CONNECTION_TEST_OPTIONS = {"max_attempts": 2, "backoff_base": 0.2, "backoff_max": 1.0, "max_retry_seconds": 20.0,
+                           "connect_timeout": 5.0, "read_timeout": 15.0}
+
+
+def check_connection(connection) -> tuple[bool, str]:
+    """One cheap authenticated call to ``connection``'s upstream through its client's ``test_connection()``:
+    (True, "OK …") or (False, what is wrong). Changes nothing; never raises for an upstream's answer."""
+    from .errors import UpstreamError
+
+    label = connection.get_system_display()
+    try:
+        cls = client_class(connection.system)
+    except (ValueError, ImportError):
+        return False, f"{label}: no client for this upstream yet, so it cannot be tested."
+    if not callable(getattr(cls, "test_connection", None)):
+        return False, f"{label}: its client has no connection test yet."
+    try:
+        client = cls.from_connection(connection, **CONNECTION_TEST_OPTIONS)
+    except (TypeError, ValueError) as exc:
+        return False, f"{label}: the connection settings are incomplete ({exc})."
+    try:
+        return True, f"{label}: {client.test_connection()}"
+    except UpstreamError as exc:
+        return False, f"{label}: {exc}"
+    finally:
+        client.close()

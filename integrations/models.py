@@ -22,8 +22,18 @@ class Connection(models.Model):
     api_version = models.CharField(max_length=20, blank=True, help_text="Shopify: e.g. 2026-10. Nhanh: 3.0.")
     app_id = models.CharField(max_length=100, blank=True, help_text="Nhanh appId / Pancake or Shopee partner id.")
     business_id = models.CharField(max_length=100, blank=True, help_text="Nhanh businessId.")
-    access_token = models.TextField(blank=True)
+    access_token = models.TextField(blank=True, help_text="Shopify: a legacy custom-app token (shpat_…, never "
+                                    "expires); leave empty when the app uses a client id and secret.")
     secret_key = models.TextField(blank=True, help_text="Nhanh secretKey / client secret, when the API needs one.")
+    # Shopify Dev Dashboard app: the client-credentials grant gives a token that lasts ~24 h.
+    client_id = models.CharField(max_length=100, blank=True,
+                                 help_text="Shopify: the app's client id (Dev Dashboard → app → Settings). With "
+                                           "the client secret, used instead of an access token.")
+    client_secret = models.TextField(blank=True, help_text="Shopify: the app's client secret (shpss_…).")
+    # The token obtained with the client id + secret, shared by every worker; renewed before it expires.
+    issued_token = models.TextField(blank=True, editable=False)
+    issued_token_obtained_at = models.DateTimeField(null=True, blank=True, editable=False)
+    issued_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     requests_per_window = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="Client-side request cap (Nhanh documents 150 per 30 s per URL). Empty: no client cap.",
@@ -32,7 +42,7 @@ class Connection(models.Model):
     is_sandbox = models.BooleanField(default=False, help_text="Points at the local sandbox (demo/tests).")
     updated_at = models.DateTimeField(auto_now=True)
 
-    SECRET_FIELDS = ("access_token", "secret_key")
+    SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token")
 
     class Meta:
         ordering = ["system"]
@@ -41,7 +51,13 @@ class Connection(models.Model):
         return f"{self.get_system_display()} ({self.base_url})"
 
     def __repr__(self):  # never let a token reach a log through repr()
-        return f"<Connection {self.system} {self.base_url} token={mask_secret(self.access_token)}>"
+        credential = (f"client_id={self.client_id}" if self.client_id and self.client_secret
+                      else f"token={mask_secret(self.access_token)}")
+        return f"<Connection {self.system} {self.base_url} {credential}>"
+
+    @property
+    def uses_client_credentials(self) -> bool:
+        return bool(self.client_id and self.client_secret)
 
     @property
     def masked_token(self) -> str:

@@ -42,6 +42,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     search_fields = ("=id", "error")
     list_select_related = ("started_by_user",)
     list_per_page = 50
+    show_full_result_count = False  # the job table only grows: no second COUNT(*) of all of it per view
     actions = ("cancel_jobs", "retry_jobs", "fail_stale")
     readonly_fields = (
         "type", "status_col", "progress_col", "counts_col", "speed_col", "eta_col", "started_col",
@@ -81,6 +82,10 @@ class BackgroundJobAdmin(admin.ModelAdmin):
 
     def has_retry_permission(self, request):
         return request.user.has_perm("jobs.retry_backgroundjob")
+
+    def get_queryset(self, request):
+        # The change form shows who started the job and the job it retried: joined, not fetched one by one.
+        return super().get_queryset(request).select_related("started_by_user", "retry_of")
 
     def changelist_view(self, request, extra_context=None):
         latest = BackgroundJob.objects.order_by("-pk").values_list("pk", flat=True).first()
@@ -225,6 +230,10 @@ class PullProgressAdmin(admin.ModelAdmin):
         startable = [(s, reverse("admin:jobs_pullprogress_start", args=s.key)) for s in pull_specs()
                      if request.user.has_perm(s.permission)]
         return super().changelist_view(request, extra_context={**(extra_context or {}), "startable": startable})
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("job")
 
     def has_add_permission(self, request):
         return False

@@ -104,3 +104,30 @@ def test_automatch_command_dry_run_prints_the_counts(people, capsys):
     assert "ambiguous: Nhanh 4 (+84903111222) → Shopify 104, 105" in out
     assert "ambiguous: Nhanh 5 (+84977000111) → Shopify 106; also claimed by Nhanh 6" in out
     assert not CustomerMapping.objects.exists()
+
+
+def test_a_big_batch_goes_in_the_bulk_load_way_with_the_same_result_and_the_same_schema(people, monkeypatch):
+    from django.db import IntegrityError, connection, transaction
+
+    from customers.services import matching
+
+    def schema():
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cur:
+            cur.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                        "'customers_customermapping'::regclass ORDER BY 1")
+            constraints = cur.fetchall()
+            cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'customers_customermapping' "
+                        "ORDER BY 1")
+            return constraints, cur.fetchall()
+
+    before = schema()
+    monkeypatch.setattr(matching, "BULK_LINKS_FROM", 1)  # every batch is "big"
+    result = auto_match_customers()
+    assert pairs() == {(1, 101), (2, 102), (3, 103), (9, 109)} and result.matched == 4
+    assert schema() == before  # keys and indexes back, same names and definitions
+    taken = CustomerMapping.objects.get(shopify_customer__shopify_id=101)
+    with pytest.raises(IntegrityError), transaction.atomic():  # and enforced again
+        CustomerMapping.objects.create(nhanh_customer=NhanhCustomer.objects.get(nhanh_id=8),
+                                       shopify_customer=taken.shopify_customer, matched_by=MatchedBy.MANUAL)

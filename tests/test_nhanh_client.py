@@ -112,14 +112,17 @@ def test_resume_from_a_mid_cursor_continues_exactly(shared, make_client, filters
     assert resumed == everything[400:]
 
 
-def test_sandbox_pages_descending_too(shared, make_client):
-    client = make_client(shared)
+def test_sort_is_not_sent_and_the_sandbox_keeps_its_own_order(start_nhanh, make_client):
+    # sort is not a documented parameter of customer/list: the client never sends it, and the sandbox
+    # ignores it (its order is its own) while counting the requests that carried it.
+    server = start_nhanh(customers=250, seed=4, rate_limit=False)
+    client = make_client(server)
+    assert len(pulled_ids(client, size=100)) == 250
+    assert control(server.base_url, "nhanh", "status")["sort_requests"] == 0
     body = {"filters": {}, "paginator": {"size": 100, "sort": {"id": "desc"}}}
-    first = client.post("customer/list", body)
-    body["paginator"]["next"] = first["paginator"]["next"]
-    second = client.post("customer/list", body)
-    ids = [row["id"] for row in first["data"] + second["data"]]
-    assert ids == [customer_id(i) for i in range(SHARED_CUSTOMERS - 1, SHARED_CUSTOMERS - 201, -1)]
+    ignored = client.post("customer/list", body)
+    assert [row["id"] for row in ignored["data"]] == [customer_id(i) for i in range(100)]
+    assert control(server.base_url, "nhanh", "status")["sort_requests"] == 1
 
 
 # --- filters --------------------------------------------------------------------------------------------
@@ -343,13 +346,13 @@ def test_malformed_rows_come_through_unchanged(start_nhanh, make_client):
 
 
 def test_rows_have_the_v3_shape(shared, make_client):
+    # lastBoughtDate is not in the documented v3 record: no longer served (its filters still work, above).
     rows, _ = make_client(shared).list_customers()
     expected_keys = {"id", "type", "name", "mobile", "email", "address", "points", "totalAmount", "birthday",
-                     "gender", "locations", "group", "updatedAt", "lastBoughtDate"}
+                     "gender", "locations", "group", "updatedAt"}
     assert all(set(row) == expected_keys for row in rows)
     assert all(row["type"] in (1, 2, 3) and isinstance(row["updatedAt"], int) for row in rows)
     assert {row["type"] for row in rows} == {1, 2, 3}
-    assert all(row["lastBoughtDate"] == "" for row in rows if row["totalAmount"] == 0)
 
 
 def test_large_population_serves_any_page_quickly_with_flat_memory(start_nhanh, make_client):
@@ -437,3 +440,106 @@ def test_check_response_maps_errors_to_types(offline_client, response, error, te
 def test_check_response_returns_the_success_envelope(offline_client):
     body = {"code": 1, "data": [{"id": 7}], "paginator": {"next": {"id": 7}}}
     assert offline_client.check_response(fake_response(body)) == body
+
+
+# --- documented variations: cursor shapes, ends, row shapes ---------------------------------------------
+CURSOR_ENDS = ["null", "absent", "empty_array", "empty_object", "empty_string", "mixed"]
+
+
+@pytest.mark.parametrize("shape", ["object", "array", "mixed"])
+@pytest.mark.parametrize("end", CURSOR_ENDS)
+def test_every_cursor_shape_and_end_pages_through_everything_once(start_nhanh, make_client, shape, end):
+    server = start_nhanh(customers=730, seed=12, rate_limit=False)
+    control(server.base_url, "nhanh", "faults", {"cursor_shape": shape, "cursor_end": end})
+    pages = list(make_client(server).iter_customer_pages(size=100))
+    assert [row["id"] for rows, _ in pages for row in rows] == [customer_id(i) for i in range(730)]
+    cursors = [cursor for _, cursor in pages]
+    assert cursors[-1] is None  # whichever empty form ended the list
+    kinds = {type(cursor) for cursor in cursors[:-1]}
+    assert kinds == {"object": {dict}, "array": {list}, "mixed": {dict, list}}[shape]
+    # What came back is what the sandbox sent: passed back as is, so the next page followed on.
+    assert all(cursor in ({"id": rows[-1]["id"]}, [rows[-1]["id"]]) for rows, cursor in pages[:-1])
+
+
+@pytest.mark.parametrize("end", ["null", "absent", "empty_array", "empty_object", "empty_string"])
+def test_an_empty_result_ends_with_any_empty_form(start_nhanh, make_client, end):
+    server = start_nhanh(customers=50, seed=12, rate_limit=False)
+    control(server.base_url, "nhanh", "faults", {"cursor_end": end})
+    assert make_client(server).list_customers({"ids": [FIRST_ID + 1]}) == ([], None)
+
+
+def test_array_cursor_checkpoint_resumes_exactly(start_nhanh, make_client):
+    server = start_nhanh(customers=600, seed=13, rate_limit=False, nhanh_cursor="array")  # --nhanh-cursor
+    everything = pulled_ids(make_client(server), {"type": 1}, size=50)
+    pages = make_client(server).iter_customer_pages({"type": 1}, size=50)
+    for _ in range(3):
+        rows, checkpoint = next(pages)
+    assert checkpoint == [rows[-1]["id"]]
+    # A checkpoint is stored as JSON and read back before the resume.
+    stored = json.loads(json.dumps(checkpoint))
+    resumed = pulled_ids(make_client(server), {"type": 1}, start_cursor=stored, size=50)
+    assert resumed == everything[150:]
+
+
+def test_cursor_shape_changes_at_run_time_mid_pull(start_nhanh, make_client):
+    server = start_nhanh(customers=400, seed=14, rate_limit=False)
+    pages = make_client(server).iter_customer_pages(size=100)
+    first = [next(pages), next(pages)]
+    control(server.base_url, "nhanh", "faults", {"cursor_shape": "array", "cursor_end": "empty_object"})
+    rest = list(pages)
+    assert isinstance(first[-1][1], dict) and isinstance(rest[0][1], list)
+    ids = [row["id"] for rows, _ in first + rest for row in rows]
+    assert ids == [customer_id(i) for i in range(400)]
+
+
+def test_bad_cursor_settings_are_refused_by_the_control_api(shared):
+    with pytest.raises(requests.HTTPError):
+        control(shared.base_url, "nhanh", "faults", {"cursor_shape": "tuple"})
+    with pytest.raises(requests.HTTPError):
+        control(shared.base_url, "nhanh", "faults", {"cursor_end": "zero"})
+    assert control(shared.base_url, "nhanh", "status")["faults"]["cursor_shape"] == "object"
+
+
+def test_extra_missing_and_string_fields_are_tolerated(start_nhanh, make_client):
+    from customers.services.records import nhanh_customer
+
+    server = start_nhanh(customers=300, seed=15, rate_limit=False)
+    plain = {row["id"]: row for rows, _ in make_client(server).iter_customer_pages() for row in rows}
+    control(server.base_url, "nhanh", "faults", {"extra_fields_rate": 1.0, "omit_optional_rate": 1.0,
+                                                 "numbers_as_strings_rate": 1.0})
+    varied = [row for rows, _ in make_client(server).iter_customer_pages() for row in rows]
+    assert len(varied) == 300  # no failed page
+    assert all(isinstance(row["id"], str) and "xUndocumented" in row for row in varied)
+    assert all(set(plain[int(row["id"])]) - set(row) for row in varied)  # each lacks some optional field
+    for row in varied:
+        fields, _phones = nhanh_customer(row)  # parses: no MalformedRow
+        expected, _ = nhanh_customer(plain[int(row["id"])])
+        for name in ("nhanh_id", "customer_type", "mobile", "name", "upstream_updated_at"):
+            assert fields[name] == expected[name]
+        if "totalAmount" in row:
+            assert fields["total_spent"] == expected["total_spent"]
+
+
+def test_row_variations_are_stable_between_reads(start_nhanh, make_client):
+    server = start_nhanh(customers=200, seed=15, rate_limit=False)
+    control(server.base_url, "nhanh", "faults", {"extra_fields_rate": 0.5, "omit_optional_rate": 0.3,
+                                                 "numbers_as_strings_rate": 0.4, "cursor_shape": "mixed"})
+    first = list(make_client(server).iter_customer_pages(size=30))
+    again = list(make_client(server).iter_customer_pages(size=30))
+    assert first == again
+    rows = [row for page, _ in first for row in page]
+    assert 0 < sum(isinstance(row["id"], str) for row in rows) < 200
+    assert 0 < sum("xUndocumented" in row for row in rows) < 200
+
+
+def test_test_connection_reports_the_business_and_the_token_expiry(shared, make_client):
+    client = make_client(shared, secret_key=SANDBOX_SECRET_KEY)
+    message = client.test_connection()
+    assert message.startswith(f"OK: Nhanh business {SANDBOX_BUSINESS_ID}")
+    assert "token valid until" in message and SANDBOX_ACCESS_TOKEN not in message
+    without_secret = make_client(shared).test_connection()
+    assert without_secret.startswith("OK") and "secretKey" in without_secret
+    with pytest.raises(AuthRejected, match="ERR_INVALID_ACCESS_TOKEN"):
+        make_client(shared, access_token="wrong", secret_key=SANDBOX_SECRET_KEY).test_connection()
+    with pytest.raises(RequestRejected, match="secretKey"):
+        make_client(shared, secret_key="wrong").test_connection()

@@ -59,6 +59,19 @@ ACTIONS = {
     ("django_celery_beat.crontabschedule", "delete_selected"): MANAGER_UP,
     ("django_celery_beat.solarschedule", "delete_selected"): MANAGER_UP,
     ("django_celery_beat.intervalschedule", "delete_selected"): MANAGER_UP,
+    ("integrations.connection", "test_connection"): MANAGER_UP,
+    ("pancake.pancakepage", "delete_selected"): MANAGER_UP,
+    ("pancake.pancakecustomer", "delete_selected"): MANAGER_UP,
+    ("pancake.pancakeambiguouslink", "delete_selected"): MANAGER_UP,
+    ("ads.shop", "enqueue_now"): OPERATOR_UP,
+    ("ads.shop", "retry_failed"): OPERATOR_UP,
+    ("ads.shop", "reset"): MANAGER_UP,
+    ("ads.shop", "delete_selected"): MANAGER_UP,
+    ("ads.campaign", "delete_selected"): MANAGER_UP,
+    ("ads.campaigndailyperformance", "delete_selected"): MANAGER_UP,
+    ("ads.syncqueue", "delete_selected"): MANAGER_UP,
+    ("ads.budgetschedule", "delete_selected"): MANAGER_UP,
+    ("ads.budgetlog", "delete_selected"): MANAGER_UP,
     ("auth.group", "delete_selected"): SUPERUSER,
     ("auth.user", "delete_selected"): SUPERUSER,
 }
@@ -73,6 +86,8 @@ BUTTONS = {
     "customers_customermapping_sync_all": ("post", (), OPERATOR_UP),
     "customers_customermapping_retry_failed": ("post", (), OPERATOR_UP),
     "customers_customermapping_match": ("get", (), MANAGER_UP),
+    "pancake_pancakepage_pull": ("get", (), OPERATOR_UP),
+    "pancake_pancakecustomer_link": ("post", (), OPERATOR_UP),
 }
 
 # JSON endpoints: name → (method, args, body, roles). Refusals are JSON 401 (anonymous) / 403.
@@ -82,7 +97,7 @@ ENDPOINTS = {
     "start-pull": ("post", ("customers",), {"system": "shopify", "mode": "all"}, OPERATOR_UP),
 }
 
-COMMANDS = {"automatch", "demo", "install_schedules", "jobs", "pull", "pull_progress", "sandbox", "sync_shopify"}
+COMMANDS = {"ads", "automatch", "demo", "install_schedules", "jobs", "pull", "pull_progress", "sandbox", "sync_shopify"}
 
 
 @pytest.fixture(autouse=True)

@@ -137,3 +137,35 @@ def test_population_is_deterministic_and_links_the_same_people():
     # Primary phones are unique per person.
     phones = [a.person(p).primary for p in range(2000) if a.person(p).primary]
     assert len(phones) == len(set(phones))
+
+
+def test_status_counts_requests_served_and_rate_limited_for_every_sandbox(sandbox_factory):
+    from integrations.nhanh.sandbox import SANDBOX_ACCESS_TOKEN, SANDBOX_APP_ID, SANDBOX_BUSINESS_ID
+
+    server = sandbox_factory(customers=50, seed=2, extra={"echo": EchoSandbox})
+    status = requests.get(server.base_url + "/_sandbox/", timeout=5).json()
+    assert {"nhanh", "shopify", "echo"} <= set(status)
+    assert all(s["requests_served"] == 0 and s["rate_limited"] == 0 for s in status.values())
+    echo_url = server.url_for("echo") + "/x"
+    [requests.get(echo_url, headers={"X-Token": "a"}, timeout=5) for _ in range(5)]  # 3 per second: 2 refused
+    control(server.base_url, "echo", "faults", {"server_error_next": 1})
+    assert requests.get(echo_url, headers={"X-Token": "b"}, timeout=5).status_code == 503  # not a rate refusal
+    # Nhanh: refused by its window, then by the lock (a call while locked, which extends it).
+    server.apps["nhanh"].limiter.limit = 2
+    nhanh_url = server.url_for("nhanh") + "/v3.0/customer/list"
+    answers = [requests.post(nhanh_url, params={"appId": SANDBOX_APP_ID, "businessId": SANDBOX_BUSINESS_ID},
+                             headers={"Authorization": SANDBOX_ACCESS_TOKEN}, json={}, timeout=5).json()
+               for _ in range(4)]
+    assert [a["code"] for a in answers] == [1, 1, 0, 0]
+    status = requests.get(server.base_url + "/_sandbox/", timeout=5).json()
+    assert (status["echo"]["requests_served"], status["echo"]["rate_limited"]) == (6, 2)
+    assert (status["nhanh"]["requests_served"], status["nhanh"]["rate_limited"]) == (4, 2)
+    assert status["shopify"]["requests_served"] == 0 and status["shopify"]["rate_limited"] == 0
+    assert control(server.base_url, "nhanh", "status")["rate_limited"] == 2
+
+
+def test_nhanh_cursor_option_is_checked_by_the_sandbox_command():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="nhanh-cursor"):
+        call_command("sandbox", "--nhanh-cursor", "tuple")

@@ -192,7 +192,7 @@ def test_deleting_pull_progress_or_marks_is_a_reset_and_needs_reset_pull(django_
 
 
 # --- permissions staff see are the ones checked; roles --------------------------------------------------
-OUR_APPS = ("jobs", "integrations", "customers", "products", "ads", "hub")
+OUR_APPS = ("jobs", "integrations", "customers", "products", "ads", "pancake", "hub")
 
 
 def test_every_custom_permission_of_ours_is_checked_somewhere():

@@ -6,14 +6,17 @@ Shopify customer has exactly one Nhanh candidate. Anything else with candidates 
 (phones, candidates, rivals), never guessed. A Nhanh customer without a valid phone is skipped; one that
 has any mapping row (active, or unmatched by staff) is left alone.
 
-A few statements, no Python loop over rows: one INSERT … SELECT creates the mappings, one SELECT lists
-the ambiguous ones. PostgreSQL and SQLite run the same SQL (CTEs, window functions, ON CONFLICT).
+A few statements, no Python loop over rows: the candidate pairs are staged once in a temporary table, one
+INSERT … SELECT creates the mappings from it (a big batch the bulk-load way on PostgreSQL: ``bulk_load``), one
+SELECT lists the ambiguous ones. PostgreSQL and SQLite run the same SQL (CTEs, window functions).
+``PhoneMatcher`` is the matcher for any two phone tables and a link table; Pancake → Nhanh uses it too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -40,55 +43,179 @@ from .mappings import MappingError, match_manually, unmatch  # noqa: F401 - the 
 log = logging.getLogger(__name__)
 
 
-def _tables() -> dict[str, str]:
-    return {"np": NhanhCustomerPhone._meta.db_table, "sp": ShopifyCustomerPhone._meta.db_table,
-            "m": CustomerMapping._meta.db_table, "n": NhanhCustomer._meta.db_table}
+@dataclass(frozen=True)
+class PhoneMatcher:
+    """The set-based phone match between any two customer tables, each with a child table of E.164 phones
+    (``customer_id``, ``e164``), writing pairs into a link table. Nhanh ↔ Shopify and Pancake → Nhanh are two
+    instances; the SQL below is theirs alike.
 
+    A left customer with any link row is left alone. ``right_exclusive``: a right customer takes one link (one
+    whose ``right_taken`` condition holds, e.g. an active mapping) and so must have exactly one left candidate
+    too; otherwise many left customers may link to one right customer (chats on several pages, one shop
+    customer), and only the left side must be unique."""
 
-# Pairs sharing a phone, with how many candidates each side has. {…} are table names.
-CANDIDATES_SQL = """
+    left: str  # left customers' table
+    left_phones: str
+    right_phones: str
+    links: str
+    link_left: str  # the link table's column naming the left customer
+    link_right: str
+    right_exclusive: bool = True
+    right_taken: str = ""  # SQL on link row ``m`` marking its right customer taken, with one %s parameter
+    right_taken_param: object = True
+
+    @property
+    def _t(self) -> dict[str, str]:
+        return {"lp": self.left_phones, "rp": self.right_phones, "m": self.links, "ml": self.link_left,
+                "mr": self.link_right, "n": self.left}
+
+    def candidates_sql(self) -> tuple[str, list]:
+        """Pairs sharing a phone, with how many candidates each side has (CTEs ``pairs`` and ``counted``)."""
+        taken, params = "", []
+        if self.right_exclusive:
+            condition = f" AND {self.right_taken}" if self.right_taken else ""
+            taken = f"\n      AND NOT EXISTS (SELECT 1 FROM {{m}} m WHERE m.{{mr}} = rp.customer_id{condition})"
+            params = [self.right_taken_param] if self.right_taken else []
+        left_count = ("COUNT(*) OVER (PARTITION BY right_id)" if self.right_exclusive else "1")
+        sql = f"""
 WITH pairs AS (
-    SELECT np.customer_id AS nhanh_id, sp.customer_id AS shopify_id, MIN(np.e164) AS phone
-    FROM {np} np
-    JOIN {sp} sp ON sp.e164 = np.e164
-    WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = np.customer_id)
-      AND NOT EXISTS (SELECT 1 FROM {m} m WHERE m.shopify_customer_id = sp.customer_id AND m.is_active = %s)
-    GROUP BY np.customer_id, sp.customer_id
+    SELECT lp.customer_id AS left_id, rp.customer_id AS right_id, MIN(lp.e164) AS phone
+    FROM {{lp}} lp
+    JOIN {{rp}} rp ON rp.e164 = lp.e164
+    WHERE NOT EXISTS (SELECT 1 FROM {{m}} m WHERE m.{{ml}} = lp.customer_id){taken}
+    GROUP BY lp.customer_id, rp.customer_id
 ), counted AS (
-    SELECT nhanh_id, shopify_id, phone,
-           COUNT(*) OVER (PARTITION BY nhanh_id) AS shopify_candidates,
-           COUNT(*) OVER (PARTITION BY shopify_id) AS nhanh_candidates
+    SELECT left_id, right_id, phone,
+           COUNT(*) OVER (PARTITION BY left_id) AS right_candidates,
+           {left_count} AS left_candidates
     FROM pairs
 )
 """
+        return sql.format(**self._t), params
 
-INSERT_SQL = CANDIDATES_SQL + """
-INSERT INTO {m} (nhanh_customer_id, shopify_customer_id, is_active, matched_by, matched_phone, matched_at,
-                 sync_status, sync_attempts, last_sent_tier, last_error)
-SELECT nhanh_id, shopify_id, %s, %s, phone, %s, %s, 0, '', ''
-FROM counted
-WHERE shopify_candidates = 1 AND nhanh_candidates = 1
-"""
-
-COUNT_MATCHES_SQL = CANDIDATES_SQL + """
-SELECT COUNT(*) FROM counted WHERE shopify_candidates = 1 AND nhanh_candidates = 1
-"""
-
-# Every pair of an ambiguous Nhanh customer, with the other Nhanh customers claiming the same Shopify one.
-AMBIGUOUS_SQL = CANDIDATES_SQL + """
-SELECT c.nhanh_id, c.shopify_id, c.phone
-FROM counted c
-WHERE c.nhanh_id IN (SELECT nhanh_id FROM counted WHERE shopify_candidates > 1 OR nhanh_candidates > 1)
-ORDER BY c.nhanh_id, c.shopify_id
-"""
-
-COUNTS_SQL = """
+    def counts_sql(self) -> str:
+        """(left customers without a phone and without a link, left customers without a link, links)."""
+        return """
 SELECT
-  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = n.id)
-      AND NOT EXISTS (SELECT 1 FROM {np} np WHERE np.customer_id = n.id)) AS no_phone,
-  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.nhanh_customer_id = n.id)) AS unmapped,
+  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.{ml} = n.id)
+      AND NOT EXISTS (SELECT 1 FROM {lp} lp WHERE lp.customer_id = n.id)) AS no_phone,
+  (SELECT COUNT(*) FROM {n} n WHERE NOT EXISTS (SELECT 1 FROM {m} m WHERE m.{ml} = n.id)) AS unmapped,
   (SELECT COUNT(*) FROM {m} m) AS mapped
-"""
+""".format(**self._t)
+
+    # --- one run: the pairs are computed once into a temporary table, then counted, inserted and listed --------
+    def stage_pairs(self, cur) -> None:
+        """Every candidate pair with its counts into the temporary table ``PAIRS`` (dropped at COMMIT on
+        PostgreSQL, by ``drop_pairs`` on SQLite). The phone join runs once for the insert and the ambiguous list."""
+        sql, params = self.candidates_sql()
+        cur.execute(f"DROP TABLE IF EXISTS {PAIRS}")
+        on_commit = ""
+        if connection.vendor == "postgresql":
+            on_commit = " ON COMMIT DROP"
+            cur.execute("SET LOCAL work_mem = '64MB'")  # the window functions sort ~100k pairs twice: in memory
+        cur.execute(f"CREATE TEMPORARY TABLE {PAIRS}{on_commit} AS {sql.strip()}\n"
+                    "SELECT left_id, right_id, phone, right_candidates, left_candidates FROM counted", params)
+
+    @staticmethod
+    def drop_pairs(cur) -> None:
+        cur.execute(f"DROP TABLE IF EXISTS {PAIRS}")
+
+    @staticmethod
+    def count_matches(cur) -> int:
+        cur.execute(f"SELECT COUNT(*) FROM {PAIRS} WHERE right_candidates = 1 AND left_candidates = 1")
+        return cur.fetchone()[0]
+
+    @staticmethod
+    def ambiguous_pairs(cur) -> list[tuple]:
+        """Every pair of an ambiguous left customer (ordered), to list with its rivals."""
+        cur.execute(f"""
+SELECT c.left_id, c.right_id, c.phone FROM {PAIRS} c
+WHERE c.left_id IN (SELECT left_id FROM {PAIRS} WHERE right_candidates > 1 OR left_candidates > 1)
+ORDER BY c.left_id, c.right_id""")
+        return cur.fetchall()
+
+    def insert_sql(self, columns: tuple[str, ...], values: str) -> str:
+        cols = ", ".join((self.link_left, self.link_right, *columns))
+        return (f"INSERT INTO {self.links} ({cols})\nSELECT left_id, right_id, {values} FROM {PAIRS}\n"
+                "WHERE right_candidates = 1 AND left_candidates = 1 ORDER BY left_id")
+
+    def insert(self, cur, columns: tuple[str, ...], values: str, params: list, *, expected: int,
+               bulk_from: int | None = None) -> None:
+        """Write the staged unique pairs into the link table; ``values`` is the SQL of ``columns`` after the two
+        ids, with %s ``params``. On PostgreSQL a batch of ``bulk_from`` rows or more goes in the bulk-load way."""
+        bulk_from = BULK_LINKS_FROM if bulk_from is None else bulk_from
+        if connection.vendor == "postgresql" and expected >= bulk_from:
+            with bulk_load(cur, self.links):
+                cur.execute(self.insert_sql(columns, values), params)
+        else:
+            cur.execute(self.insert_sql(columns, values), params)
+
+
+# The staged pairs of the running match (a temporary table: private to the transaction's connection).
+PAIRS = "_phone_match_pairs"
+# From this many new links on, the bulk-load way pays for itself (measured: bench/automatch_customers).
+BULK_LINKS_FROM = 20_000
+
+
+@contextmanager
+def bulk_load(cur, table: str):
+    """Insert many rows into ``table`` the way PostgreSQL's manual advises for populating a table ("Remove
+    Indexes", "Remove Foreign Key Constraints"): drop its foreign keys, unique constraints and secondary indexes,
+    let the caller insert, then put each back exactly as it was (definitions read from the catalog, same names).
+
+    Why: at 200,000 × 200,000 (bench/automatch_customers) inserting ~85,000 mappings spent most of its time in the
+    per-row foreign-key checks (an index probe plus a FOR KEY SHARE lock that dirties the referenced customer's
+    heap page and writes WAL, for each of two keys) and in maintaining four indexes in random key order.
+    Re-adding a foreign key validates every row in one anti-join and building an index is one sort: a fraction of
+    that. Integrity is unchanged: a key or uniqueness violation fails the re-add, and with it the transaction.
+    The cost: the table is locked ACCESS EXCLUSIVE and the referenced tables SHARE ROW EXCLUSIVE until COMMIT
+    (about a second): the admin's mapping pages and pull batches wait that long."""
+    cur.execute("""SELECT conname, pg_get_constraintdef(oid), contype FROM pg_constraint
+                   WHERE conrelid = %s::regclass AND contype IN ('f', 'u') ORDER BY contype, conname""", [table])
+    constraints = cur.fetchall()
+    cur.execute("""SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+                   WHERE x.indrelid = %s::regclass AND NOT x.indisprimary
+                     AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)
+                   ORDER BY i.relname""", [table])
+    indexes = cur.fetchall()
+    qn = connection.ops.quote_name
+    for name, _definition, _kind in constraints:
+        cur.execute(f"ALTER TABLE {qn(table)} DROP CONSTRAINT {qn(name)}")
+    for name, _definition in indexes:
+        cur.execute(f"DROP INDEX {qn(name)}")
+    yield
+    cur.execute("SET LOCAL maintenance_work_mem = '128MB'")
+    for _name, definition in indexes:
+        cur.execute(definition)
+    for name, definition, _kind in sorted(constraints, key=lambda c: c[2] == "f"):  # unique ones first
+        cur.execute(f"ALTER TABLE {qn(table)} ADD CONSTRAINT {qn(name)} {definition}")
+
+
+def nhanh_shopify_matcher() -> PhoneMatcher:
+    return PhoneMatcher(
+        left=NhanhCustomer._meta.db_table, left_phones=NhanhCustomerPhone._meta.db_table,
+        right_phones=ShopifyCustomerPhone._meta.db_table, links=CustomerMapping._meta.db_table,
+        link_left="nhanh_customer_id", link_right="shopify_customer_id",
+        right_exclusive=True, right_taken="m.is_active = %s", right_taken_param=True,
+    )
+
+
+def group_ambiguous(pairs) -> list[dict]:
+    """Group (left, right, phone) pairs per left customer and name the rival left customers of each candidate."""
+    by_left: dict[int, dict] = {}
+    for left_id, right_id, phone in pairs:
+        entry = by_left.setdefault(left_id, {"left_id": left_id, "phones": [], "candidates": [], "rivals": []})
+        entry["candidates"].append(right_id)
+        if phone not in entry["phones"]:
+            entry["phones"].append(phone)
+    rivals: dict[int, set[int]] = {}
+    for left_id, entry in by_left.items():
+        for right_id in entry["candidates"]:
+            rivals.setdefault(right_id, set()).add(left_id)
+    for entry in by_left.values():
+        others = set().union(*(rivals[r] for r in entry["candidates"])) - {entry["left_id"]}
+        entry["rivals"] = sorted(others)
+    return list(by_left.values())
 
 
 @dataclass
@@ -110,30 +237,25 @@ class MatchResult:
 
 def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) -> MatchResult:
     examples = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"] if examples is None else examples
-    t = _tables()
+    matcher = nhanh_shopify_matcher()
     result = MatchResult(dry_run=dry_run)
     with mappings.writing() as cur:
-        cur.execute(COUNTS_SQL.format(**t))
+        cur.execute(matcher.counts_sql())
         no_phone, unmapped, mapped = cur.fetchone()
         started = time.perf_counter()
+        matcher.stage_pairs(cur)
         if dry_run:
-            cur.execute(COUNT_MATCHES_SQL.format(**t), [True])
-            result.matched = cur.fetchone()[0]
+            result.matched = matcher.count_matches(cur)
         else:
-            if connection.vendor == "postgresql":
-                # Check the new rows' foreign keys now, not at COMMIT: the time measured is the real cost.
-                cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
-                # The window functions sort ~100k pairs twice; in memory, not in temp files.
-                cur.execute("SET LOCAL work_mem = '64MB'")
-            cur.execute(INSERT_SQL.format(**t), [True, True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
-            # Not cur.rowcount: SQLite's driver reports -1 for a statement that starts with WITH. Inside
-            # this serialized transaction the difference in rows is exact.
-            cur.execute(f"SELECT COUNT(*) FROM {t['m']}")
-            result.matched = cur.fetchone()[0] - mapped
-        cur.execute(AMBIGUOUS_SQL.format(**t), [True])
-        pairs = cur.fetchall()
+            result.matched = write_links(
+                cur, matcher, ("is_active", "matched_by", "matched_phone", "matched_at", "sync_status",
+                               "sync_attempts", "last_sent_tier", "last_error"),
+                "%s, %s, phone, %s, %s, 0, '', ''", [True, MatchedBy.PHONE, timezone.now(), SyncStatus.PENDING])
+        pairs = matcher.ambiguous_pairs(cur)
+        matcher.drop_pairs(cur)
         result.sql_seconds = round(time.perf_counter() - started, 3)
-        ambiguous = _group_ambiguous(pairs, cur, t)
+        ambiguous = [{"nhanh_id": a["left_id"], "phones": a["phones"], "shopify_candidates": a["candidates"],
+                      "nhanh_rivals": a["rivals"]} for a in group_ambiguous(pairs)]
         if not dry_run:
             AmbiguousMatch.objects.all().delete()
             AmbiguousMatch.objects.bulk_create(
@@ -150,25 +272,18 @@ def auto_match_customers(*, dry_run: bool = False, examples: int | None = None) 
     return result
 
 
-def _group_ambiguous(pairs, cur, t) -> list[dict]:
-    """Group pairs per Nhanh customer and name the rival Nhanh customers of each Shopify candidate."""
-    by_nhanh: dict[int, dict] = {}
-    for nhanh_id, shopify_id, phone in pairs:
-        entry = by_nhanh.setdefault(nhanh_id, {"nhanh_id": nhanh_id, "phones": [], "shopify_candidates": [],
-                                               "nhanh_rivals": []})
-        entry["shopify_candidates"].append(shopify_id)
-        if phone not in entry["phones"]:
-            entry["phones"].append(phone)
-    if not by_nhanh:
-        return []
-    rivals: dict[int, set[int]] = {}
-    for nhanh_id, entry in by_nhanh.items():
-        for shopify_id in entry["shopify_candidates"]:
-            rivals.setdefault(shopify_id, set()).add(nhanh_id)
-    for entry in by_nhanh.values():
-        others = set().union(*(rivals[s] for s in entry["shopify_candidates"])) - {entry["nhanh_id"]}
-        entry["nhanh_rivals"] = sorted(others)
-    return list(by_nhanh.values())
+def write_links(cur, matcher: PhoneMatcher, columns: tuple[str, ...], values: str, params: list,
+                bulk_from: int | None = None) -> int:
+    """Insert the staged unique pairs into the matcher's link table (inside the caller's transaction, after
+    ``matcher.stage_pairs``); the number written (counted first: every staged unique pair is written)."""
+    expected = matcher.count_matches(cur)
+    if connection.vendor == "postgresql":
+        # Check foreign keys now, not at COMMIT, so the time measured is the real cost; and don't wait for the WAL
+        # flush at COMMIT: a crash just before it loses the links, and the next run writes them again.
+        cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cur.execute("SET LOCAL synchronous_commit TO OFF")
+    matcher.insert(cur, columns, values, params, expected=expected, bulk_from=bulk_from)
+    return expected
 
 
 def _with_upstream_ids(examples: list[dict]) -> list[dict]:

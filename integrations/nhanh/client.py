@@ -4,21 +4,25 @@ Every call is ``POST {base_url}/v3.0/{resource}/{action}?appId=..&businessId=..`
 in the ``Authorization`` header and a JSON body. Nhanh reports errors inside the JSON envelope
 (``{"code": 0, "errorCode": "ERR_..."}``) rather than through HTTP statuses, so ``check_response`` reads
 the envelope first and maps ``errorCode`` onto the typed errors of ``integrations.errors``.
+
+Requests are paced through the budget every process shares (``integrations.ratelimit``): Nhanh counts
+150 requests per 30 s per appId + businessId + URL, and locks the URL (ERR_429 with ``unlockedAt``) when it
+is exceeded; the lock is recorded in the same store and every client waits it out before sending.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from pyrate_limiter import BucketFactory, Duration, InMemoryBucket, Limiter, MonotonicClock, Rate, RateItem
 
 from ..errors import AuthRejected, BadPayload, RateLimited, RequestRejected, UpstreamError
 from ..http import BaseClient
+from ..ratelimit import SharedLimiter, shared_limiter
 from ..secrets import mask_secret
 
 API_VERSION = "v3.0"
@@ -40,26 +44,12 @@ VALIDATION_CODES = {"ERR_INVALID_FORM_FIELDS", "ERR_INVALID_DATA"}
 DATE_FILTERS = {"lastBoughtDateFrom", "lastBoughtDateTo"}  # "Y-m-d"
 TIMESTAMP_FILTERS = {"updatedAtFrom", "updatedAtTo"}  # unix seconds
 CUSTOMER_FILTERS = {"type", "mobile", "ids"} | DATE_FILTERS | TIMESTAMP_FILTERS
+TOKEN_EXPIRY_WARNING_DAYS = 30
 
 
-class _BucketPerUrl(BucketFactory):
-    """One in-memory bucket per API URL: Nhanh counts its limit per appId + businessId + URL, and a
-    client is bound to one appId + businessId."""
-
-    def __init__(self, rate: Rate):
-        self.rate = rate
-        self.clock = MonotonicClock()
-        self.url_buckets: dict[str, InMemoryBucket] = {}
-
-    def wrap_item(self, name: str, weight: int = 1) -> RateItem:
-        return RateItem(name, self.clock.now(), weight=weight)
-
-    def get(self, item: RateItem) -> InMemoryBucket:
-        # Called under the Limiter's lock, so two threads cannot create the same bucket.
-        bucket = self.url_buckets.get(item.name)
-        if bucket is None:
-            bucket = self.url_buckets[item.name] = self.create(InMemoryBucket, [self.rate])
-        return bucket
+def is_end_cursor(cursor: Any) -> bool:
+    """``paginator.next`` is documented as "array or object"; absent, null, [], {} or "" ends the list."""
+    return cursor is None or (isinstance(cursor, list | dict | str) and len(cursor) == 0)
 
 
 def _encode_filter(name: str, value: Any) -> Any:
@@ -82,7 +72,10 @@ def _messages_text(payload: dict) -> str:
 
 class NhanhClient(BaseClient):
     """Nhanh v3.0 for one appId + businessId. ``requests_per_window`` per ``window_seconds`` paces requests
-    per URL within this client (None: no pacing, ERR_429 answers are then waited out through retries)."""
+    per URL within the budget every process shares (None: no pacing; ERR_429 answers are then waited out
+    through retries). Locks Nhanh reports are honoured either way. ``limiter``: a SharedLimiter to use
+    instead of the process's one for the configured store; ``secret_key`` lets ``test_connection`` check
+    the token itself."""
 
     system = "nhanh"
 
@@ -95,34 +88,49 @@ class NhanhClient(BaseClient):
         access_token: str,
         requests_per_window: int | None = 150,
         window_seconds: int = 30,
+        limiter: SharedLimiter | None = None,
+        secret_key: str = "",
         **base_kwargs,
     ):
         super().__init__(base_url, **base_kwargs)
         self.app_id = str(app_id)
         self.business_id = str(business_id)
         self._access_token = access_token
-        self.pacer: Limiter | None = None
-        if requests_per_window:
-            rate = Rate(requests_per_window, Duration.SECOND * window_seconds)
-            # A few hundred ms of slack on each wait: the server stamps a request when it arrives, later
-            # than we stamp it here, and uneven network delay must not squeeze two requests into its window.
-            self.pacer = Limiter(_BucketPerUrl(rate), buffer_ms=250)
+        self._secret_key = secret_key
+        self.requests_per_window = requests_per_window or None
+        self.window_seconds = window_seconds
+        self._limiter = limiter  # opened on the first request: building a client touches no store
+        self.lockouts = 0  # ERR_429 answers this client got (each one is a lock Nhanh imposed)
 
     @classmethod
     def from_connection(cls, conn, **kw) -> NhanhClient:
         """Build from an ``integrations.models.Connection``; ``kw`` overrides (timeouts, pacing, …)."""
-        options = {"requests_per_window": conn.requests_per_window, "window_seconds": conn.window_seconds, **kw}
+        options = {"requests_per_window": conn.requests_per_window, "window_seconds": conn.window_seconds,
+                   "secret_key": conn.secret_key, **kw}
         return cls(conn.base_url, app_id=conn.app_id, business_id=conn.business_id,
                    access_token=conn.access_token, **options)
+
+    @property
+    def limiter(self) -> SharedLimiter:
+        if self._limiter is None:
+            self._limiter = shared_limiter()
+        return self._limiter
+
+    @property
+    def pacer(self) -> SharedLimiter | None:
+        """The limiter that paces requests, None when this client does not pace."""
+        return self.limiter if self.requests_per_window else None
+
+    def budget_key(self, path: str) -> str:
+        """Nhanh's rate-limit key: appId + businessId + the API URL (host included: sandboxes differ)."""
+        return f"nhanh|{self.app_id}|{self.business_id}|{self.base_url}{path}"
 
     def __repr__(self):
         return (f"<NhanhClient {self.base_url} appId={self.app_id} businessId={self.business_id} "
                 f"token={mask_secret(self._access_token)}>")
 
     def close(self) -> None:
-        if self.pacer is not None:
-            self.pacer.close()
-        super().close()
+        super().close()  # the shared limiter belongs to the process, not to this client
 
     # --- transport ---------------------------------------------------------------------------------
     def post(self, endpoint: str, body: Any) -> dict:
@@ -136,9 +144,19 @@ class NhanhClient(BaseClient):
 
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
         # Paced per attempt, not per call: retries count against Nhanh's limit too.
-        if self.pacer is not None:
-            self.pacer.try_acquire(path)
-        return super()._send_once(method, path, **kwargs)
+        key = self.budget_key(urlsplit(path).path)
+        if self.requests_per_window:
+            self.limiter.acquire(key, limit=self.requests_per_window, seconds=self.window_seconds)
+        else:
+            self.limiter.wait_for_lock(key)
+        try:
+            return super()._send_once(method, path, **kwargs)
+        except RateLimited as exc:
+            self.lockouts += 1
+            if exc.retry_after is not None:
+                # Every call made while locked extends the lock: make every process wait it out.
+                self.limiter.lock(key, time.time() + exc.retry_after)
+            raise
 
     def check_response(self, response: requests.Response) -> dict:
         status = response.status_code
@@ -194,19 +212,21 @@ class NhanhClient(BaseClient):
 
     # --- customers ---------------------------------------------------------------------------------
     def list_customers(
-        self, filters: dict | None = None, *, next_cursor: dict | None = None, size: int = 100
-    ) -> tuple[list[dict], dict | None]:
-        """One page of ``customer/list`` sorted by id: the raw rows (not validated here) and the cursor
-        of the next page, None at the end. ``filters`` take the v3 names; ``datetime`` values for
-        ``updatedAt*`` and ``date`` values for ``lastBoughtDate*`` are converted, None values dropped."""
+        self, filters: dict | None = None, *, next_cursor: Any = None, size: int = 100
+    ) -> tuple[list[dict], Any]:
+        """One page of ``customer/list`` in Nhanh's own order: the raw rows (not validated here: unknown
+        fields, missing optional ones and numbers as strings are the parser's business) and the cursor of
+        the next page exactly as Nhanh sent it (an object or an array), None at the end. ``filters`` take
+        the v3 names; ``datetime`` values for ``updatedAt*`` and ``date`` values for ``lastBoughtDate*``
+        are converted, None values dropped. No ``sort``: it is not a documented parameter of this API."""
         unknown = set(filters or {}) - CUSTOMER_FILTERS
         if unknown:
             # Nhanh ignores filters it does not know: a typo would silently turn into a full pull.
             raise ValueError(f"unknown customer/list filters {sorted(unknown)}; known: {sorted(CUSTOMER_FILTERS)}")
         encoded = {name: _encode_filter(name, value) for name, value in (filters or {}).items()
                    if value is not None}
-        paginator: dict[str, Any] = {"size": size, "sort": {"id": "asc"}}
-        if next_cursor is not None:
+        paginator: dict[str, Any] = {"size": size}
+        if not is_end_cursor(next_cursor):
             paginator["next"] = next_cursor
         payload = self.post("customer/list", {"filters": encoded, "paginator": paginator})
         rows = payload["data"]
@@ -215,13 +235,13 @@ class NhanhClient(BaseClient):
             raise BadPayload("customer/list: expected 'data' to be a list and 'paginator' an object",
                              system=self.system)
         cursor = page_info.get("next")
-        if cursor is not None and not isinstance(cursor, dict):
-            raise BadPayload(f"customer/list: paginator.next is not an object: {cursor!r}", system=self.system)
-        return rows, cursor or None
+        if isinstance(cursor, bool):
+            raise BadPayload(f"customer/list: paginator.next is not a cursor: {cursor!r}", system=self.system)
+        return rows, None if is_end_cursor(cursor) else cursor
 
     def iter_customer_pages(
-        self, filters: dict | None = None, *, start_cursor: dict | None = None, size: int = 100
-    ) -> Iterator[tuple[list[dict], dict | None]]:
+        self, filters: dict | None = None, *, start_cursor: Any = None, size: int = 100
+    ) -> Iterator[tuple[list[dict], Any]]:
         """Yield ``(rows, cursor)`` page by page; ``cursor`` resumes right after that page (a checkpoint)
         and is None with the last page. Only one page is held at a time."""
         cursor = start_cursor
@@ -235,6 +255,32 @@ class NhanhClient(BaseClient):
             cursor = next_cursor
 
     # --- app ---------------------------------------------------------------------------------------
+    def test_connection(self) -> str:
+        """One cheap authenticated call; returns what staff see ("OK …"), raises UpstreamError otherwise.
+        With the secretKey: ``app/checkaccesstoken`` (the token's business, expiry and permissions);
+        without it: one customer/list row."""
+        if not self._secret_key:
+            self.list_customers(size=1)
+            return (f"OK: Nhanh business {self.business_id} (appId {self.app_id}) answered customer/list. "
+                    "No secretKey is stored, so the token's expiry was not checked.")
+        grant = self.check_token(self._secret_key)
+        business = str(grant.get("businessId", ""))
+        if business and business != self.business_id:
+            raise AuthRejected(f"the access token belongs to Nhanh business {business}, but this connection "
+                               f"is for business {self.business_id}", system=self.system)
+        text = f"OK: Nhanh business {self.business_id} (appId {self.app_id})"
+        expires = grant.get("expiredAt")
+        if isinstance(expires, int | float) or (isinstance(expires, str) and expires.isdigit()):
+            expires_at = datetime.fromtimestamp(int(expires), tz=UTC)
+            days = (expires_at - datetime.now(tz=UTC)).days
+            text += f"; token valid until {expires_at:%Y-%m-%d} ({days} days)"
+            if days < TOKEN_EXPIRY_WARNING_DAYS:
+                text += ": re-authorize the app soon (Nhanh tokens cannot be refreshed)"
+        permissions = grant.get("permissions")
+        if isinstance(permissions, list):
+            text += f"; {len(permissions)} permissions"
+        return text + "."
+
     def check_token(self, secret_key: str) -> dict:
         """``app/checkaccesstoken``: the token's businessId, expiredAt (unix s), depotIds, permissions."""
         data = self.post("app/checkaccesstoken", {"secretKey": secret_key})["data"]

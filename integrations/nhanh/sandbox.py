@@ -5,7 +5,11 @@ Customer ``i`` (``0 <= i < population.n_nhanh``) is person ``i`` of the shared p
 ``FIRST_ID + ID_STEP * i``. Rows are computed on demand; only the changes made through the control API
 (``touch``, ``set_total``) are stored, so 200,000 customers cost no more memory than 200.
 
-Where the docs leave a behaviour open, the choice made here is marked "unconfirmed".
+Where the docs leave a behaviour open, the choice made here is marked "unconfirmed". Where the docs allow
+several shapes, the sandbox produces them all (``NhanhFaults``, changed at run time through
+``POST /_sandbox/nhanh/faults``): ``paginator.next`` as an object or an array, switching between pages, and
+its end as null, absent, ``[]``, ``{}`` or ``""``; rows with unknown extra fields, optional fields left out
+and numbers sent as strings.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from integrations.sandbox.population import FastRandom
 
-from ..sandbox.base import SandboxApp, SandboxRequest, SandboxResponse
+from ..sandbox.base import Faults, SandboxApp, SandboxRequest, SandboxResponse
 from ..sandbox.population import CITIES, JUNK_PHONES, render_phone
 
 SANDBOX_APP_ID = "sandbox-app"
@@ -44,6 +48,23 @@ RATE_LIMIT_MESSAGE = "Your app exceeded the API Rate Limit"
 MALFORMED_UPDATED_AT = "2024-13-45"
 # Nhanh's permission names are not documented; these only look the part.
 PERMISSIONS = ["customer.view", "customer.edit", "product.view", "order.view"]
+
+# paginator.next is documented as "array or object" and may change shape; an empty value ends the list.
+CURSOR_SHAPES = ("object", "array", "mixed")
+CURSOR_ENDS = ("null", "absent", "empty_array", "empty_object", "empty_string", "mixed")
+END_VALUES = {"null": None, "empty_array": [], "empty_object": {}, "empty_string": ""}
+# Fields of the documented v3 record a row may lack (id, type, name, mobile and updatedAt are always sent).
+OPTIONAL_FIELDS = ("email", "address", "points", "totalAmount", "birthday", "gender", "locations", "group")
+NUMBER_FIELDS = ("id", "type", "points", "totalAmount", "gender", "updatedAt")
+# Documented fields this sandbox does not otherwise send, and fields no document mentions.
+EXTRA_FIELDS = {
+    "code": "KH0001", "saleName": "", "taxCode": "", "startedDate": "2023-05-01",
+    "level": {"id": 2, "name": "Bạc"}, "business": {"name": "", "address": ""},
+    "location": {"cityId": 254, "wardId": 1108}, "frequencyBought": 3,
+    "xUndocumented": {"nested": [1, "two", None]},
+}
+# Kept for the lastBoughtDateFrom/To filters (documented) but not served: not in the documented v3 record.
+INTERNAL_FIELDS = ("lastBoughtDate",)
 
 NOT_FOUND_HTML = ("<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found</h1>"
                   "<p>The requested URL was not found on this server.</p></body></html>")
@@ -71,6 +92,39 @@ def _not_found() -> SandboxResponse:
 
 def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
+
+
+def _unit(n: int, salt: int) -> float:
+    """A deterministic number in [0, 1) for ``n`` (splitmix64): row variations are the same on every read,
+    so pages stay cacheable and a resumed pull sees what the first one saw."""
+    x = (n * 0x9E3779B97F4A7C15 + salt * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (x ^ (x >> 31)) / 2**64
+
+
+@dataclass
+class NhanhFaults(Faults):
+    """Nhanh's documented variations on top of the common faults."""
+
+    cursor_shape: str = "object"  # object | array | mixed (the shape changes from page to page)
+    cursor_end: str = "null"  # null | absent | empty_array | empty_object | empty_string | mixed
+    extra_fields_rate: float = 0.0  # share of rows with extra fields (documented elsewhere or not at all)
+    omit_optional_rate: float = 0.0  # share of rows lacking some optional fields
+    numbers_as_strings_rate: float = 0.0  # share of rows with every number sent as a string
+
+    def check(self) -> None:
+        if self.cursor_shape not in CURSOR_SHAPES:
+            raise ValueError(f"cursor_shape must be one of {', '.join(CURSOR_SHAPES)}")
+        if self.cursor_end not in CURSOR_ENDS:
+            raise ValueError(f"cursor_end must be one of {', '.join(CURSOR_ENDS)}")
+        for name in ("extra_fields_rate", "omit_optional_rate", "numbers_as_strings_rate", "malformed_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+
+    def row_variations(self) -> tuple:
+        return (self.cursor_shape, self.cursor_end, self.extra_fields_rate, self.omit_optional_rate,
+                self.numbers_as_strings_rate)
 
 
 def _customer_id(index: int) -> int:
@@ -170,12 +224,14 @@ class RateLock:
         data = {"lockedSeconds": math.ceil(self.until - now), "unlockedAt": math.ceil(self.until)}
         # HTTP 200 (unconfirmed, like every error) and the singular "message" of the documented example.
         return SandboxResponse(200, {"code": 0, "errorCode": "ERR_429", "message": RATE_LIMIT_MESSAGE,
-                                     "data": data})
+                                     "data": data}, rate_limited=True)
 
 
 class NhanhSandbox(SandboxApp):
     name = "nhanh"
     request_limit = (150, 30)
+    faults_class = NhanhFaults
+    faults: NhanhFaults
 
     def __init__(self, options, population=None):
         super().__init__(options, population)
@@ -187,6 +243,13 @@ class NhanhSandbox(SandboxApp):
         self.page_cache: OrderedDict[str, bytes] = OrderedDict()  # encoded pages, emptied by any change
         self.locks: dict[str, RateLock] = {}  # rate-limit key → lock
         self.state_lock = threading.Lock()
+        self.sort_requests = 0  # requests that sent paginator.sort, not a documented customer/list parameter
+
+    def default_faults(self) -> NhanhFaults:
+        faults = super().default_faults()
+        faults.cursor_shape = self.options.nhanh_cursor
+        faults.check()
+        return faults
 
     # --- requests -----------------------------------------------------------------------------------
     def rate_limit_key(self, request: SandboxRequest) -> str | None:
@@ -267,11 +330,16 @@ class NhanhSandbox(SandboxApp):
         if not isinstance(filters, dict) or not isinstance(paginator, dict):
             raise FormError({"filters": "filters and paginator must be objects"})
         query = CustomerQuery.parse(filters)
-        size, descending, after_id = self._parse_paginator(paginator)
+        if "sort" in paginator:
+            # Not a documented parameter of customer/list: ignored (the order stays this sandbox's own),
+            # and counted so tests can show the client does not rely on it.
+            with self.state_lock:
+                self.sort_requests += 1
+        size, after_id = self._parse_paginator(paginator)
         # Re-reading unchanged data is what an incremental or repeated pull mostly does; a real server
         # answers it from its caches, so rebuilding the same rows would make the sandbox, not the puller,
         # the bottleneck. Any change through the control API empties the cache; faults bypass it.
-        key = json.dumps([filters, size, descending, after_id], sort_keys=True, default=str)
+        key = json.dumps([filters, size, after_id, self.faults.row_variations()], sort_keys=True, default=str)
         cacheable = self.faults.malformed_rate == 0
         if cacheable:
             with self.state_lock:
@@ -279,7 +347,7 @@ class NhanhSandbox(SandboxApp):
                 if cached is not None:
                     self.page_cache.move_to_end(key)
                     return SandboxResponse(200, cached)
-        response = self._customer_page(query, size, descending, after_id)
+        response = self._customer_page(query, size, after_id)
         if cacheable:
             with self.state_lock:
                 self.page_cache[key] = response.encoded()
@@ -287,15 +355,15 @@ class NhanhSandbox(SandboxApp):
                     self.page_cache.popitem(last=False)
         return response
 
-    def _customer_page(self, query, size: int, descending: bool, after_id: int | None) -> SandboxResponse:
-        candidates = self._candidates(query, descending, after_id)
+    def _customer_page(self, query, size: int, after_id: int | None) -> SandboxResponse:
+        candidates = self._candidates(query, after_id)
         rows: list[dict] = []
         scanned = 0
         for index in candidates:
             scanned += 1
             if not query.updated_in_range(self._updated_at(index)):
                 continue
-            row = self.customer(index)
+            row = self._record(index)
             if query.matches(row):
                 rows.append(row)
                 if len(rows) == size:
@@ -303,38 +371,67 @@ class NhanhSandbox(SandboxApp):
         # A full page gets a cursor unless nothing is left to scan, so the last page may come back empty
         # with next null; the docs allow that ("a short page with a next still means more data").
         more = len(rows) == size and scanned < len(candidates)
-        cursor = {"id": rows[-1]["id"]} if more else None
-        data = [self._corrupt(row) if self.roll_malformed() else row for row in rows]
-        return SandboxResponse(200, {"code": 1, "data": data, "paginator": {"next": cursor}})
+        data = [self._corrupt(row) if self.roll_malformed() else self._vary(row) for row in rows]
+        page_info = {"next": self._cursor(rows[-1]["id"])} if more else self._end(after_id)
+        return SandboxResponse(200, {"code": 1, "data": data, "paginator": page_info})
+
+    def _cursor(self, last_id: int) -> dict | list:
+        shape = self.faults.cursor_shape
+        if shape == "mixed":
+            shape = "array" if _unit(last_id, 1) < 0.5 else "object"
+        return [last_id] if shape == "array" else {"id": last_id}
+
+    def _end(self, after_id: int | None) -> dict:
+        """The paginator of the last page: ``next`` empty in one of the forms the docs allow, or absent."""
+        end = self.faults.cursor_end
+        if end == "mixed":
+            end = CURSOR_ENDS[int(_unit(after_id or 0, 2) * (len(CURSOR_ENDS) - 1))]
+        return {} if end == "absent" else {"next": END_VALUES[end]}
+
+    def _vary(self, row: dict) -> dict:
+        """The row as served: without internal fields, then the configured documented variations."""
+        f = self.faults
+        served = {key: value for key, value in row.items() if key not in INTERNAL_FIELDS}
+        rid = row["id"]
+        if f.omit_optional_rate and _unit(rid, 3) < f.omit_optional_rate:
+            # A different subset for different rows, always at least one field.
+            for i, name in enumerate(OPTIONAL_FIELDS):
+                if i == rid % len(OPTIONAL_FIELDS) or _unit(rid, 10 + i) < 0.5:
+                    served.pop(name, None)
+        if f.extra_fields_rate and _unit(rid, 4) < f.extra_fields_rate:
+            served.update(EXTRA_FIELDS)
+        if f.numbers_as_strings_rate and _unit(rid, 5) < f.numbers_as_strings_rate:
+            for name in NUMBER_FIELDS:
+                if _is_int(served.get(name)):
+                    served[name] = str(served[name])
+            if isinstance(served.get("locations"), dict):
+                served["locations"] = {k: str(v) for k, v in served["locations"].items()}
+        return served
 
     @staticmethod
-    def _parse_paginator(paginator: dict) -> tuple[int, bool, int | None]:
+    def _parse_paginator(paginator: dict) -> tuple[int, int | None]:
         size = paginator.get("size", DEFAULT_PAGE_SIZE)
         if not _is_int(size) or size < 1:
             raise FormError({"paginator.size": "size must be a positive integer"})
-        sort = paginator.get("sort") or {"id": "asc"}  # unconfirmed default; ids ascending is the natural one
-        if not isinstance(sort, dict) or set(sort) != {"id"} or sort["id"] not in ("asc", "desc"):
-            raise FormError({"paginator.sort": 'sort must be {"id": "asc"} or {"id": "desc"}'})
         cursor = paginator.get("next")
-        if cursor is not None and not (isinstance(cursor, dict) and _is_int(cursor.get("id"))):
-            raise FormError({"paginator.next": "next must be the object returned by the previous page"})
-        return min(size, MAX_PAGE_SIZE), sort["id"] == "desc", cursor["id"] if cursor else None
+        # The shapes this sandbox hands out: {"id": N} or [N]. None (or no next) starts at the beginning.
+        if isinstance(cursor, dict) and set(cursor) == {"id"} and _is_int(cursor["id"]):
+            after_id = cursor["id"]
+        elif isinstance(cursor, list) and len(cursor) == 1 and _is_int(cursor[0]):
+            after_id = cursor[0]
+        elif cursor is None:
+            after_id = None
+        else:
+            raise FormError({"paginator.next": "next must be the value returned by the previous page"})
+        return min(size, MAX_PAGE_SIZE), after_id
 
-    def _candidates(self, query: CustomerQuery, descending: bool, after_id: int | None) -> Sequence[int]:
-        """Indexes to scan in sort order after the cursor: a range (never a list of every customer), or
-        the few indexes named by an ``ids`` filter."""
+    def _candidates(self, query: CustomerQuery, after_id: int | None) -> Sequence[int]:
+        """Indexes to scan in this sandbox's own stable order (ids ascending) after the cursor: a range
+        (never a list of every customer), or the few indexes named by an ``ids`` filter."""
         n = self.population.n_nhanh
         if query.ids is not None:
             named = {_index_of(cid, n) for cid in query.ids} - {None}
-
-            def past_cursor(index: int) -> bool:
-                cid = _customer_id(index)
-                return after_id is None or (cid < after_id if descending else cid > after_id)
-
-            return sorted(filter(past_cursor, named), reverse=descending)
-        if descending:
-            start = n - 1 if after_id is None else min((after_id - FIRST_ID - 1) // ID_STEP, n - 1)
-            return range(start, -1, -1)
+            return sorted(i for i in named if after_id is None or _customer_id(i) > after_id)
         start = 0 if after_id is None else max((after_id - FIRST_ID) // ID_STEP + 1, 0)
         return range(start, n)
 
@@ -350,7 +447,15 @@ class NhanhSandbox(SandboxApp):
         return int(self.population.updated_at("nhanh", index).timestamp())
 
     def customer(self, index: int) -> dict:
-        """Customer ``index`` in the v3 shape, with any change made through the control API."""
+        """Customer ``index`` as served (the documented v3 record), with any change made through the
+        control API, before the configured variations."""
+        row = self._record(index)
+        for name in INTERNAL_FIELDS:
+            row.pop(name, None)
+        return row
+
+    def _record(self, index: int) -> dict:
+        """Customer ``index`` with the internal fields the filters use."""
         population = self.population
         person = population.person(index)
         rng = self._row_rng(index)
@@ -364,8 +469,8 @@ class NhanhSandbox(SandboxApp):
         mobile = render_phone(local_phone, rng) if local_phone else rng.choice(JUNK_PHONES)
         updated_at = population.updated_at("nhanh", index)
         total = person.total_spent
-        # lastBoughtDate is not in the v3 doc's record (unconfirmed in v3; v2 has it): served because the
-        # lastBoughtDate filters exist. A date before updatedAt; empty for people who never bought.
+        # lastBoughtDate is not in the v3 doc's record: kept internally (INTERNAL_FIELDS) for the documented
+        # lastBoughtDate filters, never served. A date before updatedAt; empty for people who never bought.
         bought_on = (updated_at - timedelta(days=days_before_update)).astimezone(VIETNAM)
         row = {
             "id": _customer_id(index),
@@ -389,7 +494,7 @@ class NhanhSandbox(SandboxApp):
     @staticmethod
     def _corrupt(row: dict) -> dict:
         """One of the corruptions seen in the wild, always the same one for a given row."""
-        bad = dict(row)
+        bad = {key: value for key, value in row.items() if key not in INTERNAL_FIELDS}
         way = (row["id"] - FIRST_ID) // ID_STEP % 4
         if way == 0:
             del bad["id"]
@@ -427,8 +532,8 @@ class NhanhSandbox(SandboxApp):
                 query = CustomerQuery.parse(payload.get("filters") or {})
             except FormError as exc:
                 raise ValueError(f"invalid filters: {exc.messages}") from exc
-            return [_customer_id(index) for index in self._candidates(query, False, None)
-                    if query.updated_in_range(self._updated_at(index)) and query.matches(self.customer(index))]
+            return [_customer_id(index) for index in self._candidates(query, None)
+                    if query.updated_in_range(self._updated_at(index)) and query.matches(self._record(index))]
         if action == "stats":
             return {"customers": self.population.n_nhanh, "changed": len(self.overrides)}
         raise KeyError(action)
@@ -443,5 +548,6 @@ class NhanhSandbox(SandboxApp):
         now = time.time()
         with self.state_lock:
             locked = sorted(key for key, lock in self.locks.items() if lock.until > now)
-        return {**super().status(), "customers": self.population.n_nhanh, "locked": locked}
+        return {**super().status(), "customers": self.population.n_nhanh, "locked": locked,
+                "sort_requests": self.sort_requests}
 

@@ -41,6 +41,8 @@ class SandboxResponse:
     body: Any = None  # dict/list → JSON, bytes/str → as is
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json; charset=utf-8"
+    # A refusal for rate or lock (HTTP 429, Nhanh's ERR_429, Shopify's THROTTLED): counted as rate_limited.
+    rate_limited: bool = False
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -66,9 +68,14 @@ class Faults:
     malformed_rate: float = 0.0  # share of rows an app corrupts (missing id, bad date, wrong type)
     rate_limit_enabled: bool = True
     auth_reject: bool = False  # refuse every credential
+    drop_after_commit_next: int = 0  # apply the next N writes, then drop the connection unanswered
+    mutations_per_second: float = 0.0  # Pancake: live inserts/updates of page customers while pulls read
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Raise ValueError for a setting out of range (subclasses with choices override)."""
 
 
 class WindowLimiter:
@@ -101,6 +108,13 @@ class SandboxOptions:
     products: int = 300
     rate_limit: bool = True
     latency_ms: int = 0
+    nhanh_cursor: str = "object"  # paginator.next shape: object | array | mixed (see NhanhFaults)
+    shopify_token_ttl: float = 86_400.0  # lifetime of client-credentials tokens (Shopify: ~24 h)
+    shopify_bulk_rows_per_second: float = 2000.0  # server-side speed of bulk operations (0: unthrottled)
+    shopee_shops: list[int] | None = None  # campaign counts of the Shopee sandbox's shops (None: its default)
+    pancake_pages: int = 2
+    pancake_customers: int = 500  # per page
+    pancake_mutations_per_second: float = 0.0
 
 
 class SandboxApp:
@@ -109,14 +123,28 @@ class SandboxApp:
     name = "base"
     # (requests, seconds) per rate_limit_key, or None when the API limits otherwise (Shopify: cost).
     request_limit: tuple[int, float] | None = None
+    faults_class: type[Faults] = Faults
 
     def __init__(self, options: SandboxOptions, population=None):
         self.options = options
         self.population = population
-        self.faults = Faults(latency_ms=options.latency_ms, rate_limit_enabled=options.rate_limit)
+        self.faults = self.default_faults()
         self.limiter = WindowLimiter(*self.request_limit) if self.request_limit else None
         self.rng = random.Random(options.seed)
         self.requests_served = 0
+        self.rate_limited = 0  # answers refused for rate or lock
+        self._counter_lock = threading.Lock()
+
+    def default_faults(self) -> Faults:
+        """The faults at start and after ``reset_faults``."""
+        return self.faults_class(latency_ms=self.options.latency_ms, rate_limit_enabled=self.options.rate_limit)
+
+    def count_answer(self, response: SandboxResponse | None) -> None:
+        """Called by the server for every request it served (None: an injected timeout)."""
+        with self._counter_lock:
+            self.requests_served += 1
+            if response is not None and response.rate_limited:
+                self.rate_limited += 1
 
     # --- subclasses -----------------------------------------------------------------------------
     def handle(self, request: SandboxRequest) -> SandboxResponse:
@@ -126,7 +154,8 @@ class SandboxApp:
         return None
 
     def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
-        return SandboxResponse(429, {"errors": "Too many requests"}, {"Retry-After": f"{max(retry_after, 0):.0f}"})
+        return SandboxResponse(429, {"errors": "Too many requests"}, {"Retry-After": f"{max(retry_after, 0):.0f}"},
+                               rate_limited=True)
 
     def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
         return SandboxResponse(status, {"errors": "Service unavailable (injected fault)"})
@@ -136,7 +165,12 @@ class SandboxApp:
         raise KeyError(action)
 
     def status(self) -> dict:
-        return {"requests_served": self.requests_served, "faults": self.faults.as_dict()}
+        return {"requests_served": self.requests_served, "rate_limited": self.rate_limited,
+                "faults": self.faults.as_dict()}
+
+    def counters(self) -> dict:
+        """What ``GET /_sandbox/`` reports for every sandbox, whatever its ``status`` adds."""
+        return {"requests_served": self.requests_served, "rate_limited": self.rate_limited}
 
     # --- helpers --------------------------------------------------------------------------------
     def roll_malformed(self) -> bool:

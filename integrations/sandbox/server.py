@@ -2,7 +2,8 @@
 
     http://127.0.0.1:8765/nhanh/v3.0/customer/list
     http://127.0.0.1:8765/shopify/admin/api/2026-10/graphql.json
-    http://127.0.0.1:8765/_sandbox/               (GET: status of every sandbox)
+    http://127.0.0.1:8765/_sandbox/               (GET: status of every sandbox, with requests_served and
+                                                   rate_limited: answers refused for rate or lock)
     http://127.0.0.1:8765/_sandbox/<name>/faults  (POST JSON: change injected faults at run time)
     http://127.0.0.1:8765/_sandbox/<name>/<action> (POST JSON: sandbox-specific test hooks)
 
@@ -18,11 +19,11 @@ import logging
 import random
 import threading
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from .base import Faults, SandboxApp, SandboxOptions, SandboxRequest, SandboxResponse
+from .base import SandboxApp, SandboxOptions, SandboxRequest, SandboxResponse
 from .population import Population
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,12 @@ class SandboxServer(ThreadingHTTPServer):
 
     # --- request path -------------------------------------------------------------------------
     def serve_app(self, app: SandboxApp, request: SandboxRequest) -> SandboxResponse | None:
+        response = self._answer(app, request)
+        app.count_answer(response)
+        return response
+
+    def _answer(self, app: SandboxApp, request: SandboxRequest) -> SandboxResponse | None:
         f = app.faults
-        app.requests_served += 1
         if f.latency_ms:
             time.sleep(f.latency_ms / 1000)
         if f.timeout_next > 0 or (f.timeout_rate and self._rng.random() < f.timeout_rate):
@@ -171,24 +176,31 @@ class SandboxServer(ThreadingHTTPServer):
     def control(self, request: SandboxRequest) -> SandboxResponse:
         parts = [p for p in request.path.split("/") if p]
         if not parts:
-            return SandboxResponse(200, {name: app.status() for name, app in self.apps.items()})
+            return SandboxResponse(200, {name: {**app.status(), **app.counters()} for name, app in self.apps.items()})
         name, action = parts[0], (parts[1] if len(parts) > 1 else "status")
         app = self.apps.get(name)
         if app is None:
             return SandboxResponse(404, {"error": f"no sandbox {name}"})
         if action == "status":
-            return SandboxResponse(200, app.status())
+            return SandboxResponse(200, {**app.status(), **app.counters()})
         payload = request.json() if request.body else {}
+        if isinstance(payload, dict):  # GET hooks take their arguments from the query (?page_id=P)
+            payload = {**{k: v[0] for k, v in request.query.items()}, **payload}
         if action == "faults":
-            allowed = {f.name for f in fields(Faults)}
+            allowed = {f.name for f in fields(app.faults)}
             unknown = set(payload) - allowed
             if unknown:
                 return SandboxResponse(400, {"error": f"unknown fault settings: {sorted(unknown)}"})
-            for key, value in payload.items():
+            changed = replace(app.faults, **payload)
+            try:
+                changed.check()
+            except ValueError as exc:
+                return SandboxResponse(400, {"error": str(exc)})
+            for key, value in payload.items():  # on the live object: counters like *_next keep counting
                 setattr(app.faults, key, value)
             return SandboxResponse(200, app.faults.as_dict())
         if action == "reset_faults":
-            app.faults = Faults(latency_ms=app.options.latency_ms, rate_limit_enabled=app.options.rate_limit)
+            app.faults = app.default_faults()
             return SandboxResponse(200, app.faults.as_dict())
         try:
             return SandboxResponse(200, {"result": app.control(action, payload)})

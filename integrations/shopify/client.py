@@ -4,22 +4,39 @@ Shopify limits an (app, shop) pair with a leaky bucket of cost points and report
 call (``extensions.cost.throttleStatus``). The client remembers that report and, before the next call,
 waits just long enough for the bucket to hold the query's expected cost, so a long pull runs at the
 restore rate instead of bouncing off THROTTLED. When it is throttled anyway (another client of the same
-app), it waits exactly the deficit the server reported, through the base class's bounded retries.
+app), it waits exactly the deficit the server reported, through the base class's bounded retries. Built
+from a connection, the estimate is shared by every process calling the shop (``budget``).
+
+Also here: expiring tokens by the client-credentials grant (``tokens``), bulk query operations (started,
+polled, cancelled here; downloaded and ingested by ``bulk.ShopifyBulkSource``), ``customersCount``, a
+``customerCreate`` that is not repeated blindly after a failure that may have committed it, and
+``test_connection``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from integrations.errors import AuthRejected, BadPayload, RateLimited, RequestRejected
+from integrations.errors import (
+    AuthRejected,
+    BadPayload,
+    RateLimited,
+    RequestRejected,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from integrations.http import BaseClient
 from integrations.secrets import mask_secret
+
+from .tokens import ClientCredentials, MemoryTokenStore, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +44,94 @@ DEFAULT_API_VERSION = "2026-10"
 MAX_PAGE_SIZE = 250
 MAX_METAFIELDS_PER_CALL = 25
 MAX_QUERY_COST = 1000
+UNKNOWN_QUERY_COST = 250.0  # reserved from a shared budget for a query whose cost is not known yet
 
 # Customer fields as named in 2026-10 (defaultEmailAddress/defaultPhoneNumber replace the deprecated
 # email/phone). Each nested object costs a point per customer, so this set costs ~7 points a row.
-CUSTOMER_FIELDS = """
+CUSTOMER_BASE_FIELDS = """
     id legacyResourceId firstName lastName displayName note state tags numberOfOrders
     amountSpent { amount currencyCode }
     createdAt updatedAt
     defaultEmailAddress { emailAddress }
     defaultPhoneNumber { phoneNumber }
     defaultAddress { address1 address2 city province provinceCode countryCodeV2 zip phone }
-    totalSpent: metafield(namespace: "custom", key: "total_spent") { value }
-    loyalty: metafield(namespace: "custom", key: "loyalty_tier") { value }
+"""
+# (alias in the result, namespace, key) of each metafield a pull reads; callers pass their own.
+Metafields = Sequence[tuple[str, str, str]]
+DEFAULT_METAFIELDS: tuple[tuple[str, str, str], ...] = (
+    ("totalSpent", "custom", "total_spent"), ("loyalty", "custom", "loyalty_tier"))
+
+
+def _gql_string(value: str) -> str:
+    """A GraphQL string literal (JSON's escapes are GraphQL's)."""
+    return json.dumps(value)
+
+
+def customer_fields(metafields: Metafields = DEFAULT_METAFIELDS) -> str:
+    """The customer selection with these metafields read under their aliases (``alias: {value}``)."""
+    lines = [f"    {alias}: metafield(namespace: {_gql_string(namespace)}, key: {_gql_string(key)}) {{ value }}"
+             for alias, namespace, key in metafields]
+    return CUSTOMER_BASE_FIELDS + "\n".join(lines) + ("\n" if lines else "")
+
+
+CUSTOMER_FIELDS = customer_fields()
+
+CUSTOMERS_BULK_QUERY = """{
+  customers%(args)s {
+    edges { node { %(fields)s } }
+  }
+}"""
+
+CUSTOMERS_COUNT = """
+query ShopBridgeCustomersCount($query: String) {
+  customersCount(query: $query) { count precision }
+}
+"""
+
+BULK_OPERATION_FIELDS = ("id status errorCode objectCount rootObjectCount fileSize url partialDataUrl createdAt "
+                         "completedAt")
+
+BULK_RUN_QUERY = """
+mutation ShopBridgeBulkRunQuery($query: String!) {
+  bulkOperationRunQuery(query: $query) {
+    bulkOperation { BULK_OPERATION_FIELDS }
+    userErrors { code field message }
+  }
+}
+""".replace("BULK_OPERATION_FIELDS", BULK_OPERATION_FIELDS)
+
+# node(id:) works on every version; bulkOperation(id:) only from 2026-01.
+BULK_OPERATION_BY_ID = """
+query ShopBridgeBulkOperation($id: ID!) {
+  node(id: $id) { ... on BulkOperation { BULK_OPERATION_FIELDS } }
+}
+""".replace("BULK_OPERATION_FIELDS", BULK_OPERATION_FIELDS)
+
+CURRENT_BULK_OPERATION = """
+query ShopBridgeCurrentBulkOperation {
+  currentBulkOperation(type: QUERY) { BULK_OPERATION_FIELDS query }
+}
+""".replace("BULK_OPERATION_FIELDS", BULK_OPERATION_FIELDS)
+
+BULK_CANCEL = """
+mutation ShopBridgeBulkCancel($id: ID!) {
+  bulkOperationCancel(id: $id) {
+    bulkOperation { BULK_OPERATION_FIELDS }
+    userErrors { field message }
+  }
+}
+""".replace("BULK_OPERATION_FIELDS", BULK_OPERATION_FIELDS)
+
+SHOP_QUERY = """
+query ShopBridgeShop {
+  shop { name myshopifyDomain }
+}
+"""
+
+CUSTOMER_LOOKUP = """
+query ShopBridgeCustomerLookup($query: String!) {
+  customers(first: 2, query: $query) { nodes { %s } }
+}
 """
 
 CUSTOMERS_QUERY = """
@@ -79,19 +172,52 @@ class QueryCostExceeded(RequestRejected):
         self.max_cost = max_cost
 
 
+class BulkOperationInProgress(RequestRejected):
+    """``OPERATION_IN_PROGRESS``: the app already runs as many bulk queries on this shop as its API version
+    allows. Wait for one to finish and ask again."""
+
+
+class BulkOperationFailed(UpstreamError):
+    """A bulk operation ended without data to ingest (FAILED without partial data, CANCELED)."""
+
+
 class ShopifyClient(BaseClient):
     """Safe for a few threads sending at once (the loyalty sync keeps several calls in flight): pacing
-    counts the cost of calls already sent but not answered, so together they stay within the bucket."""
+    counts the cost of calls already sent but not answered, so together they stay within the bucket.
+
+    Credentials: a legacy custom-app token (``access_token``, never expires), or a Dev Dashboard app's
+    ``client_id`` + ``client_secret``: then the client obtains a token by the client-credentials grant,
+    keeps it with its expiry in ``token_store`` (shared by every worker when it is the Connection row),
+    renews it shortly before it expires and once on a 401, and never logs it.
+
+    ``cost_budget``: a ``budget.SharedCostBudget`` to pace by a bucket estimate shared with other processes
+    (``from_connection`` sets one up); without it the estimate lives in this client only.
+    """
 
     system = "shopify"
 
-    def __init__(self, base_url: str, *, access_token: str, api_version: str = DEFAULT_API_VERSION,
-                 **base_kwargs):
+    def __init__(self, base_url: str, *, access_token: str | None = None, client_id: str | None = None,
+                 client_secret: str | None = None, token_store: TokenStore | None = None,
+                 api_version: str = DEFAULT_API_VERSION, cost_budget=None, **base_kwargs):
         super().__init__(base_url, **base_kwargs)
         self.api_version = api_version
-        self._masked_token = mask_secret(access_token)
-        self.session.headers["X-Shopify-Access-Token"] = access_token
+        self.credentials: ClientCredentials | None = None
+        if client_id and client_secret:
+            self.credentials = ClientCredentials(self.base_url, client_id, client_secret,
+                                                 timeout=self.timeout)
+            self.token_store = token_store or MemoryTokenStore()
+            self._masked_token = f"client {client_id[:6]}…"
+        elif access_token:
+            self.token_store = None
+            self._masked_token = mask_secret(access_token)
+            self.session.headers["X-Shopify-Access-Token"] = access_token
+        else:
+            raise ValueError("a Shopify connection needs an access token, or a client id and client secret")
         self.session.headers["Accept"] = "application/json"
+        self.cost_budget = cost_budget
+        self.tokens_obtained = 0  # client-credentials grants this client made
+        self.tokens_refused = 0  # 401s that made it renew a token before its expiry
+        self._token_cache = None  # the StoredToken in use
         self.path = f"/admin/api/{api_version}/graphql.json"
         # Cost accounting, read by benchmarks and job metadata.
         self.calls = 0  # HTTP requests sent, retries included
@@ -105,22 +231,41 @@ class ShopifyClient(BaseClient):
         self._version_warned = False
         self._lock = threading.Lock()
         self._in_flight = 0.0  # cost reserved by calls sent and not yet answered
+        self._answer_local = threading.local()  # extensions.cost of this thread's last answer
 
     @classmethod
     def from_connection(cls, conn, **kw) -> ShopifyClient:
-        return cls(conn.base_url, access_token=conn.access_token,
-                   api_version=conn.api_version or DEFAULT_API_VERSION, **kw)
+        """The client for a stored connection: client id + secret when set (the token is kept on the
+        Connection row, shared by every worker), else the legacy token; pacing shared across processes."""
+        from .budget import shared_cost_budget
+        from .tokens import ConnectionTokenStore
+
+        if conn.client_id and conn.client_secret:
+            kw.setdefault("token_store", ConnectionTokenStore(conn.pk))
+            credentials = {"client_id": conn.client_id, "client_secret": conn.client_secret}
+        else:
+            credentials = {"access_token": conn.access_token}
+        kw.setdefault("cost_budget", shared_cost_budget(conn.base_url))
+        return cls(conn.base_url, api_version=conn.api_version or DEFAULT_API_VERSION, **credentials, **kw)
 
     def __repr__(self) -> str:
         return f"<ShopifyClient {self.base_url} api={self.api_version} token={self._masked_token}>"
 
     # --- transport ------------------------------------------------------------------------------------
     def graphql(self, query: str, variables: dict | None = None, *,
-                estimated_cost: float | None = None) -> dict:
-        """Run one query or mutation; returns its ``data``. Raises typed errors (see ``check_response``)."""
-        reserved = self._reserve(self._expected_cost.get(query, estimated_cost))
+                estimated_cost: float | None = None, retry_unavailable: bool = True) -> dict:
+        """Run one query or mutation; returns its ``data``. Raises typed errors (see ``check_response``).
+        ``retry_unavailable=False``: a timeout, 5xx or dropped connection is raised at once (for writes
+        that are not safe to repeat blindly); rate limits are still waited out and retried."""
+        body = {"query": query, "variables": variables or {}}
+        # In-process pacing reserves once per call (its retries wait as the server says); a shared budget
+        # reserves per attempt (see _send_once), as other processes spend the bucket meanwhile.
+        reserved = self._reserve(self._expected_cost.get(query, estimated_cost)) if self.cost_budget is None else 0
         try:
-            payload = self.call("POST", self.path, json={"query": query, "variables": variables or {}})
+            if not retry_unavailable:
+                payload = self._call_without_blind_retries(body, estimated_cost)
+            else:
+                payload = self.call("POST", self.path, json=body, _estimated_cost=estimated_cost)
         finally:
             with self._lock:
                 self._in_flight -= reserved
@@ -128,6 +273,15 @@ class ShopifyClient(BaseClient):
         if requested is not None:
             self._expected_cost[query] = float(requested)
         return payload["data"]
+
+    def _call_without_blind_retries(self, body: dict, estimated_cost: float | None) -> dict:
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, RateLimited)),
+            wait=self._wait,
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            sleep=self.sleep, before_sleep=self._before_sleep, reraise=True,
+        )
+        return retrying(self._send_once, "POST", self.path, json=body, _estimated_cost=estimated_cost)
 
     def _reserve(self, expected_cost: float | None) -> float:
         """Wait until the bucket, as last reported and refilled since, holds ``expected_cost`` on top of what
@@ -158,9 +312,82 @@ class ShopifyClient(BaseClient):
         return min(float(t["maximumAvailable"]), float(t["currentlyAvailable"]) + refill)
 
     def _send_once(self, method: str, path: str, **kwargs) -> Any:
-        with self._lock:
-            self.calls += 1
-        return super()._send_once(method, path, **kwargs)
+        estimated = kwargs.pop("_estimated_cost", None)
+        if self.cost_budget is None:
+            return self._send_authenticated(method, path, **kwargs)
+        # Shared budget: each attempt takes its cost from the estimate every process shares before it is
+        # sent; the answer settles it (a THROTTLED one gives it all back).
+        query = (kwargs.get("json") or {}).get("query")
+        expected = self._expected_cost.get(query, estimated)
+        if expected is None:
+            # Other processes may have drained the bucket: take a guess now; the answer refunds the excess.
+            expected = UNKNOWN_QUERY_COST
+        reserved = self._reserve_shared(expected)
+        try:
+            return self._send_authenticated(method, path, **kwargs)
+        finally:
+            self.cost_budget.settle(reserved, *self._take_answer_cost())
+
+    def _send_authenticated(self, method: str, path: str, **kwargs) -> Any:
+        if self.credentials is None:
+            with self._lock:
+                self.calls += 1
+            return super()._send_once(method, path, **kwargs)
+        token = self._current_token()
+        for renewed in (False, True):
+            headers = {**kwargs.pop("headers", {}), "X-Shopify-Access-Token": token}
+            with self._lock:
+                self.calls += 1
+            try:
+                return super()._send_once(method, path, headers=headers, **kwargs)
+            except AuthRejected as exc:
+                if renewed or exc.status != 401:
+                    raise
+                # Revoked or expired early: renew once (unless another worker already did) and resend.
+                log.info("shopify: access token refused (401); renewing it")
+                with self._lock:
+                    self.tokens_refused += 1
+                token = self._renew_token(stale=token)
+        raise AssertionError("unreachable")
+
+    # --- expiring tokens (client-credentials grant) ----------------------------------------------------
+    def _current_token(self) -> str:
+        # The token in hand while it is usable; then the store (another worker may have renewed it).
+        cached = self._token_cache
+        if cached is not None and cached.usable():
+            return cached.token
+        stored = self.token_store.load()
+        if stored is not None and stored.usable():
+            self._token_cache = stored
+            return stored.token
+        return self._renew_token(stale=stored.token if stored else None)
+
+    def _renew_token(self, *, stale: str | None) -> str:
+        def fetch():
+            with self._lock:
+                self.tokens_obtained += 1
+            return self.credentials.obtain()
+
+        self._token_cache = self.token_store.renew(stale, fetch)
+        return self._token_cache.token
+
+    def _reserve_shared(self, expected_cost: float | None) -> float:
+        """Wait until the bucket estimate shared with other processes holds ``expected_cost``; take it."""
+        if not expected_cost:
+            return 0.0
+        while True:
+            wait, taken = self.cost_budget.reserve(expected_cost)
+            if wait <= 0:
+                return taken
+            with self._lock:
+                self.paced_seconds += wait
+            log.debug("shopify: waiting %.2f s for %.0f cost points (shared budget)", wait, expected_cost)
+            self.sleep(wait)
+
+    def _take_answer_cost(self) -> tuple[float | None, dict | None]:
+        cost = getattr(self._answer_local, "cost", None) or {}
+        self._answer_local.cost = None
+        return cost.get("actualQueryCost"), cost.get("throttleStatus")
 
     def check_response(self, response: requests.Response) -> dict:
         self._note_version(response)
@@ -170,6 +397,7 @@ class ShopifyClient(BaseClient):
             raise BadPayload("GraphQL response is not an object", system=self.system,
                              status=response.status_code)
         cost = _cost_of(payload)
+        self._answer_local.cost = cost
         with self._lock:
             if cost.get("throttleStatus"):
                 # The server measured the bucket at some moment before this answer arrived; dating it to the
@@ -227,16 +455,20 @@ class ShopifyClient(BaseClient):
 
     # --- customers ------------------------------------------------------------------------------------
     def iter_customer_pages(self, query: str | None = None, *, after: str | None = None,
-                            first: int = MAX_PAGE_SIZE, sort_key: str = "ID",
-                            fields: str = CUSTOMER_FIELDS) -> Iterator[tuple[list[dict], str | None, bool]]:
+                            first: int = MAX_PAGE_SIZE, sort_key: str = "ID", fields: str | None = None,
+                            metafields: Metafields = DEFAULT_METAFIELDS,
+                            ) -> Iterator[tuple[list[dict], str | None, bool]]:
         """Yield ``(nodes, end_cursor, has_next)`` page by page, resuming after ``after``.
+
+        ``fields``: the node selection (default: ``customer_fields(metafields)``, i.e. the usual customer
+        fields plus each ``(alias, namespace, key)`` metafield read as ``alias: {value}``).
 
         ``end_cursor`` is None only for an empty page; keep the previous cursor as the checkpoint then.
         If ``first`` customers with these fields cost more than one call may (Shopify's single-query cap, or
         the bucket), the page size is cut to what fits, from the cost the refusal reports, instead of
         failing the pull.
         """
-        text = CUSTOMERS_QUERY % fields
+        text = CUSTOMERS_QUERY % (fields if fields is not None else customer_fields(metafields))
         first = min(first, MAX_PAGE_SIZE, self._fitting_page_size.get(text, MAX_PAGE_SIZE))
         while True:
             variables = {"first": first, "after": after, "query": query, "sortKey": sort_key}
@@ -262,19 +494,113 @@ class ShopifyClient(BaseClient):
                 return
             after = end_cursor
 
+    def customers_count(self, query: str | None = None) -> tuple[int, str]:
+        """``customersCount(query:)`` → ``(count, precision)``; precision is EXACT or AT_LEAST."""
+        count = self.graphql(CUSTOMERS_COUNT, {"query": query})["customersCount"] or {}
+        return int(count.get("count") or 0), str(count.get("precision") or "EXACT")
+
     def customer_create(self, input: dict) -> tuple[dict | None, list[dict]]:
-        """``customerCreate``: ``(customer or None, userErrors)``; user errors are answers, not exceptions."""
-        return self._customer_mutation("customerCreate", input)
+        """``customerCreate``: ``(customer or None, userErrors)``; user errors are answers, not exceptions.
+
+        A create is not safe to repeat blindly: Shopify may commit it and then time out, answer 5xx or drop
+        the connection, and a plain retry would then fail on "phone has already been taken". So after such a
+        failure the customer is first looked up by phone, then email; if it exists, it is returned as the
+        create's result (the write went through) instead of creating it again."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._customer_mutation("customerCreate", input, retry_unavailable=False)
+            except UpstreamUnavailable as exc:
+                if attempt >= self.max_attempts:
+                    raise
+                log.warning("shopify: customerCreate failed (%s); checking whether it went through", exc)
+                self.retries += 1
+                self.sleep(min(self.backoff_after(attempt), 5.0))
+            existing = self.find_customer(phone=input.get("phone"), email=input.get("email"))
+            if existing is not None:
+                log.info("shopify: customerCreate had gone through before the failure: %s", existing.get("id"))
+                return existing, []
+
+    def backoff_after(self, attempt: int) -> float:
+        return min(0.5 * 2 ** (attempt - 1), 30.0)
+
+    def find_customer(self, *, phone: str | None = None, email: str | None = None) -> dict | None:
+        """The customer with exactly this phone (E.164) or else this email, or None (full customer fields)."""
+        for field, value in (("phone", phone), ("email", email)):
+            if not value:
+                continue
+            nodes = self.graphql(CUSTOMER_LOOKUP % CUSTOMER_FIELDS,
+                                 {"query": f"{field}:{_search_value(value)}"})["customers"]["nodes"]
+            if nodes:
+                return nodes[0]
+        return None
 
     def customer_update(self, input: dict) -> tuple[dict | None, list[dict]]:
         """``customerUpdate`` (``input["id"]`` required): ``(customer or None, userErrors)``."""
         return self._customer_mutation("customerUpdate", input)
 
-    def _customer_mutation(self, field: str, input: dict) -> tuple[dict | None, list[dict]]:
+    def _customer_mutation(self, field: str, input: dict, *,
+                           retry_unavailable: bool = True) -> tuple[dict | None, list[dict]]:
         name = field[0].upper() + field[1:]
         text = CUSTOMER_MUTATION % {"name": name, "field": field, "fields": CUSTOMER_FIELDS}
-        payload = self.graphql(text, {"input": input})[field] or {}
+        payload = self.graphql(text, {"input": input}, retry_unavailable=retry_unavailable)[field] or {}
         return payload.get("customer"), payload.get("userErrors") or []
+
+    # --- connection check -----------------------------------------------------------------------------
+    def test_connection(self) -> str:
+        """One cheap authenticated call: ``"OK: shop <name> (<domain>)"``. Raises the typed error
+        (AuthRejected for refused credentials, UpstreamUnavailable when unreachable …) otherwise."""
+        if self.credentials is not None:
+            # Prove the client id + secret themselves, not only a token obtained with them earlier.
+            stored = self.token_store.load()
+            self._renew_token(stale=stored.token if stored else None)
+        shop = self.graphql(SHOP_QUERY)["shop"]
+        return f"OK: shop {shop['name']} ({shop['myshopifyDomain']}), API {self.api_version}"
+
+    # --- bulk operations ------------------------------------------------------------------------------
+    def bulk_run_query(self, bulk_query: str) -> dict:
+        """Start a bulk query; returns the BulkOperation. Raises BulkOperationInProgress when the app already
+        runs as many as its version allows, RequestRejected for any other refusal (an invalid query)."""
+        payload = self.graphql(BULK_RUN_QUERY, {"query": bulk_query})["bulkOperationRunQuery"] or {}
+        errors = payload.get("userErrors") or []
+        if errors:
+            messages = "; ".join(str(e.get("message")) for e in errors)
+            if any(e.get("code") == "OPERATION_IN_PROGRESS" or "already in progress" in str(e.get("message"))
+                   for e in errors):
+                raise BulkOperationInProgress(messages, system=self.system, code="OPERATION_IN_PROGRESS")
+            raise RequestRejected(f"bulk query refused: {messages}", system=self.system,
+                                  code=str(errors[0].get("code") or ""))
+        operation = payload.get("bulkOperation")
+        if not operation or not operation.get("id"):
+            raise BadPayload("bulkOperationRunQuery returned no operation", system=self.system)
+        return operation
+
+    def start_bulk_query(self, bulk_query: str, *, wait_seconds: float = 30.0,
+                         give_up_after: float = 3600.0) -> dict:
+        """``bulk_run_query``, waiting out "already in progress" (another bulk query of this app on this
+        shop) every ``wait_seconds``, for at most ``give_up_after`` seconds."""
+        deadline = time.monotonic() + give_up_after
+        while True:
+            try:
+                return self.bulk_run_query(bulk_query)
+            except BulkOperationInProgress as exc:
+                if time.monotonic() + wait_seconds > deadline:
+                    raise
+                log.info("shopify: %s; asking again in %.0f s", exc, wait_seconds)
+                self.sleep(wait_seconds)
+
+    def bulk_operation(self, operation_id: str) -> dict | None:
+        """The BulkOperation with this gid (status, objectCount, url …), or None if the shop has none."""
+        node = self.graphql(BULK_OPERATION_BY_ID, {"id": operation_id}).get("node")
+        return node if node and node.get("id") else None
+
+    def current_bulk_operation(self) -> dict | None:
+        return self.graphql(CURRENT_BULK_OPERATION).get("currentBulkOperation")
+
+    def bulk_cancel(self, operation_id: str) -> tuple[dict | None, list[dict]]:
+        payload = self.graphql(BULK_CANCEL, {"id": operation_id})["bulkOperationCancel"] or {}
+        return payload.get("bulkOperation"), payload.get("userErrors") or []
 
     # --- metafields -----------------------------------------------------------------------------------
     def metafields_set(self, metafields: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -308,3 +634,20 @@ def _page_size_within(first: int, cost: int, max_cost: int) -> int:
     """The page size that fits ``max_cost``, assuming cost ≈ 2 + first × (cost of one row)."""
     per_row = max(cost - 2, 1) / max(first, 1)
     return max(int((max_cost - 2) // per_row), 1)
+
+
+def _search_value(value: str) -> str:
+    """A search-syntax value: quoted when it holds spaces or quotes."""
+    if any(c in value for c in ' "\'():'):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def customers_bulk_query(query: str | None = None, *, metafields: Metafields = DEFAULT_METAFIELDS,
+                         sort_key: str = "ID") -> str:
+    """The bulk query document for every customer matching ``query`` with the usual fields and these
+    metafields (a bulk query takes no variables: the search string is inlined as a literal)."""
+    args = [f"sortKey: {sort_key}"]
+    if query:
+        args.insert(0, f"query: {_gql_string(query)}")
+    return CUSTOMERS_BULK_QUERY % {"args": f"({', '.join(args)})", "fields": customer_fields(metafields)}

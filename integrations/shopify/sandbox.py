@@ -7,14 +7,21 @@ named in ``X-Shopify-API-Version``), a schema subset executed by graphql-core, t
 a leaky bucket per shop with THROTTLED as HTTP 200, ``extensions.cost`` on every executed request, and
 stateful ``metafieldsSet`` / ``customerCreate`` / ``customerUpdate``. Data lives in ``sandbox_store``.
 
+Also: ``customersCount``, ``shop``, bulk query operations run for real (``sandbox_bulk``), the
+client-credentials grant ``POST /admin/oauth/access_token`` issuing tokens that expire after
+``--shopify-token-ttl`` seconds (then refused with the same 401 as an unknown token), and the
+commit-then-fail fault ``drop_after_commit_next`` (the mutation is applied, the connection dropped).
+
 Test hooks (``POST /_sandbox/shopify/<action>``): ``expected`` {query} → matching legacy ids; ``plan``
 {maximum, restore} → bucket size; ``inject_user_errors`` {owner_ids, message}; ``customer`` {id};
-``stats``.
+``stats``; ``bulk`` {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}};
+``bulk_expire_results``; ``tokens`` {ttl, expire_all}.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,10 +49,19 @@ except ImportError:  # graphql-core 3.2 has no pluggable executor: the stock one
 from integrations.sandbox.base import SandboxApp, SandboxOptions, SandboxRequest, SandboxResponse
 from integrations.sandbox.population import Population
 
+from .sandbox_bulk import BULK_GID, DEFAULT_ROWS_PER_SECOND, BulkFault, BulkRunner
 from .sandbox_schema import MAX_QUERY_COST, CostModel, make_schema
 from .sandbox_store import CustomerStore, public_view
 
 SANDBOX_ACCESS_TOKEN = "shpat_sandbox_0123456789abcdef"  # noqa: S105 - public by design: sandbox only
+# A Dev Dashboard app's credentials (client-credentials grant); public by design: sandbox only.
+SANDBOX_CLIENT_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+SANDBOX_CLIENT_SECRET = "shpss_sandbox_fedcba9876543210"  # noqa: S105
+SANDBOX_SCOPES = "read_customers,write_customers,read_products,write_products,read_inventory,write_inventory"
+SANDBOX_SHOP = {"id": "gid://shopify/Shop/68000000001", "name": "ShopBridge Sandbox",
+                "myshopifyDomain": "shopbridge-sandbox.myshopify.com"}
+TOKEN_PATH = "/admin/oauth/access_token"  # noqa: S105 - a URL path, not a secret
+BULK_RESULT_PATH = re.compile(r"^/_bulk/(\d+)\.jsonl$")
 SUPPORTED_VERSIONS = ("2026-01", "2026-04", "2026-07", "2026-10")
 GRAPHQL_PATH = re.compile(r"^/admin/api/([^/]+)/graphql\.json$")
 AUTH_FAILURE_TEXT = "[API] Invalid API key or access token (unrecognized login or wrong password)"
@@ -92,6 +108,11 @@ class RequestContext:
 
     store: CustomerStore
     search: list[dict] = field(default_factory=list)  # extensions.search entries (query warnings)
+    app: ShopifySandbox | None = None
+    version: str = ""  # the API version serving this request
+    url_base: str = ""  # http://host:port/shopify as the client reached it (for bulk result URLs)
+    bulk_page: dict | None = None  # set while a bulk operation walks the root connection
+    bulk_connection: dict | None = None  # the root connection page just served to a bulk operation
 
 
 @dataclass
@@ -142,10 +163,15 @@ else:
 
 # --- resolvers -----------------------------------------------------------------------------------------
 def _resolve_customers(root, info, **args):
+    bulk = info.context.bulk_page
+    if bulk is not None and info.path.prev is None:  # a bulk operation pages the root connection itself
+        args = {**args, **bulk}
     connection, warnings = info.context.store.page(
         first=args.get("first"), after=args.get("after"), last=args.get("last"), before=args.get("before"),
         reverse=args.get("reverse") or False, sort_key=args.get("sortKey") or "ID", query=args.get("query"),
     )
+    if bulk is not None:
+        info.context.bulk_connection = connection
     if warnings:
         info.context.search.append({"path": list(info.path.as_list()), "query": args.get("query"),
                                     "warnings": warnings})
@@ -198,7 +224,29 @@ def _schema():
         args["input"])
     mutation["customerUpdate"].resolve = lambda root, info, **args: info.context.store.customer_update(
         args["input"])
+    query["customersCount"].resolve = lambda root, info, query=None: {
+        "count": info.context.store.count_matching(query), "precision": "EXACT"}
+    query["shop"].resolve = lambda root, info: SANDBOX_SHOP
+    query["currentBulkOperation"].resolve = lambda root, info, type="QUERY": _bulk(info).view(
+        _bulk(info).current(type))
+    query["bulkOperation"].resolve = lambda root, info, id: _bulk(info).view(_bulk(info).get(id))
+    query["node"].resolve = _resolve_node
+    mutation["bulkOperationRunQuery"].resolve = lambda root, info, query: _bulk(info).run_query(
+        query, version=info.context.version, url_base=info.context.url_base)
+    mutation["bulkOperationCancel"].resolve = lambda root, info, id: _bulk(info).cancel(id)
     return schema
+
+
+def _bulk(info) -> BulkRunner:
+    return info.context.app.bulk
+
+
+def _resolve_node(root, info, id):
+    if id.startswith(BULK_GID):
+        return _bulk(info).view(_bulk(info).get(id))
+    if id == SANDBOX_SHOP["id"]:
+        return SANDBOX_SHOP
+    return info.context.store.customer_by_gid(id)
 
 
 @lru_cache(maxsize=512)
@@ -229,13 +277,28 @@ class ShopifySandbox(SandboxApp):
         self.throttled = 0
         self.cost_spent = 0
         self._counters_lock = threading.Lock()  # requests are served on many threads
+        self.token_ttl = float(getattr(options, "shopify_token_ttl", 86_400))
+        self.tokens: dict[str, float] = {}  # issued access token → expiry (time.monotonic())
+        self.tokens_issued = 0
+        self.bulk = BulkRunner(self.schema, lambda: RequestContext(self.store, app=self),
+                               {"is_awaitable": _never_awaitable, **EXECUTOR_OPTIONS},
+                               rows_per_second=getattr(options, "shopify_bulk_rows_per_second",
+                                                       DEFAULT_ROWS_PER_SECOND))
 
     # --- HTTP -----------------------------------------------------------------------------------------
-    def handle(self, request: SandboxRequest) -> SandboxResponse:
+    def handle(self, request: SandboxRequest) -> SandboxResponse | None:
+        if request.path == TOKEN_PATH and request.method == "POST":
+            return self.grant_token(request)
+        result = BULK_RESULT_PATH.match(request.path)
+        if result and request.method == "GET":
+            status, body, content_type = self.bulk.download(result.group(1), request.arg("Expires"),
+                                                            request.arg("Signature"))
+            return SandboxResponse(status, body, content_type=content_type)
         match = GRAPHQL_PATH.match(request.path)
         if not match or request.method != "POST":
             return SandboxResponse(404, {"errors": "Not Found"})
-        if self.faults.auth_reject or request.header("X-Shopify-Access-Token") != SANDBOX_ACCESS_TOKEN:
+        if self.faults.auth_reject or not self.token_valid(request.header("X-Shopify-Access-Token")):
+            # Expired tokens get exactly what unknown ones get (Shopify says no more than that).
             return SandboxResponse(401, {"errors": AUTH_FAILURE_TEXT})
         version = match.group(1)
         served = version if version in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
@@ -245,8 +308,49 @@ class ShopifySandbox(SandboxApp):
             return SandboxResponse(400, {"errors": {"query": "Required parameter missing or invalid"}},
                                    headers)
         query, variables, operation_name = body
-        status, payload = self.execute(query, variables, operation_name)
-        return SandboxResponse(status, payload, headers)
+        context = RequestContext(self.store, app=self, version=served,
+                                 url_base=f"http://{request.header('Host') or '127.0.0.1'}/{self.name}")
+        status, payload = self.execute(query, variables, operation_name, context)
+        if self.faults.drop_after_commit_next > 0 and _is_mutation(query, operation_name):
+            # Commit-then-fail: the write is applied, then the connection drops before the answer.
+            self.faults.drop_after_commit_next -= 1
+            return None
+        throttled = any((e.get("extensions") or {}).get("code") == "THROTTLED" for e in payload.get("errors") or ()
+                        if isinstance(e, dict))
+        return SandboxResponse(status, payload, headers, rate_limited=throttled)
+
+    # --- client-credentials grant ---------------------------------------------------------------------
+    def token_valid(self, token: str | None) -> bool:
+        if not token:
+            return False
+        if token == SANDBOX_ACCESS_TOKEN:  # a legacy custom-app token: never expires
+            return True
+        expires = self.tokens.get(token)
+        return expires is not None and time.monotonic() < expires
+
+    def grant_token(self, request: SandboxRequest) -> SandboxResponse:
+        content_type = (request.header("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type == "application/json":
+            try:
+                raw = request.json() or {}
+            except ValueError:
+                raw = {}
+            params = {k: str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        else:
+            params = {k: v[0] for k, v in request.form().items()}
+        if params.get("grant_type") != "client_credentials":
+            return SandboxResponse(400, {"error": "unsupported_grant_type",
+                                         "error_description": "The grant type is not supported."})
+        if params.get("client_id") != SANDBOX_CLIENT_ID or params.get("client_secret") != SANDBOX_CLIENT_SECRET:
+            return SandboxResponse(400, {"error": "invalid_client",
+                                         "error_description": "Client authentication failed: unknown client "
+                                                              "or wrong client secret."})
+        token = "shpat_" + secrets.token_hex(16)
+        with self._counters_lock:
+            self.tokens[token] = time.monotonic() + self.token_ttl
+            self.tokens_issued += 1
+        return SandboxResponse(200, {"access_token": token, "scope": SANDBOX_SCOPES,
+                                     "expires_in": int(self.token_ttl)})
 
     @staticmethod
     def _read_body(request: SandboxRequest) -> tuple[str, dict, str | None] | None:
@@ -262,7 +366,8 @@ class ShopifySandbox(SandboxApp):
         variables = body.get("variables") or {}
         return body["query"], variables if isinstance(variables, dict) else {}, body.get("operationName")
 
-    def execute(self, query: str, variables: dict, operation_name: str | None) -> tuple[int, dict]:
+    def execute(self, query: str, variables: dict, operation_name: str | None,
+                context: RequestContext | None = None) -> tuple[int, dict]:
         prepared = _prepare(query)
         if prepared.errors:
             return 200, {"errors": prepared.errors}
@@ -294,7 +399,7 @@ class ShopifySandbox(SandboxApp):
                 "extensions": {"code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"},
             }], "extensions": {"cost": self._cost_report(requested, None)}}
 
-        context = RequestContext(self.store)
+        context = context or RequestContext(self.store, app=self)
         result = execute(self.schema, prepared.document, context_value=context, variable_values=variables,
                          operation_name=operation_name, is_awaitable=_never_awaitable, **EXECUTOR_OPTIONS)
         actual = min(cost.actual(result.data), requested)
@@ -324,7 +429,8 @@ class ShopifySandbox(SandboxApp):
     def rate_limited_response(self, request: SandboxRequest, retry_after: float) -> SandboxResponse:
         text = ("Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted "
                 "service.")
-        return SandboxResponse(429, {"errors": text}, {"Retry-After": f"{max(retry_after, 0):.1f}"})
+        return SandboxResponse(429, {"errors": text}, {"Retry-After": f"{max(retry_after, 0):.1f}"},
+                               rate_limited=True)
 
     def server_error_response(self, request: SandboxRequest, status: int) -> SandboxResponse:
         text = "Internal Server Error" if status == 500 else "Service Unavailable"
@@ -351,13 +457,47 @@ class ShopifySandbox(SandboxApp):
             return {**public_view(customer), "metafields": metafields}
         if action == "stats":
             return self.stats()
+        if action == "bulk":
+            # {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}}
+            if "rows_per_second" in payload:
+                self.bulk.rows_per_second = float(payload["rows_per_second"])
+            if "url_ttl_seconds" in payload:
+                self.bulk.url_ttl_seconds = float(payload["url_ttl_seconds"])
+            if payload.get("fail"):
+                self.bulk.faults.append(BulkFault(**payload["fail"]))
+            return self.bulk_status()
+        if action == "bulk_expire_results":
+            return self.bulk.expire_results()
+        if action == "tokens":
+            # {ttl}: lifetime of tokens issued from now on; {expire_all: true}: every issued token expires now
+            if "ttl" in payload:
+                self.token_ttl = float(payload["ttl"])
+            if payload.get("expire_all"):
+                with self._counters_lock:
+                    self.tokens = dict.fromkeys(self.tokens, 0.0)
+            return {"issued": self.tokens_issued, "ttl": self.token_ttl}
         raise KeyError(action)
+
+    def bulk_status(self) -> dict:
+        return {"rows_per_second": self.bulk.rows_per_second, "url_ttl_seconds": self.bulk.url_ttl_seconds,
+                "started": self.bulk.started,
+                "operations": [self.bulk.view(op) for op in self.bulk.ops.values()]}
 
     def stats(self) -> dict:
         return {"customers": self.store.count(), "created": len(self.store.created_ids),
                 "changed": len(self.store.changed), "metafields_written": self.store.metafields_written,
                 "cost_spent": self.cost_spent, "throttled": self.throttled,
-                "requests_served": self.requests_served, "throttle_status": self.bucket.status()}
+                "requests_served": self.requests_served, "rate_limited": self.rate_limited,
+                "throttle_status": self.bucket.status(),
+                "tokens_issued": self.tokens_issued, "bulk_operations_started": self.bulk.started}
 
     def status(self) -> dict:
         return {**super().status(), **self.stats()}
+
+
+def _is_mutation(query: str, operation_name: str | None) -> bool:
+    prepared = _prepare(query)
+    if prepared.document is None:
+        return False
+    operation = get_operation_ast(prepared.document, operation_name)
+    return operation is not None and operation.operation == OperationType.MUTATION

@@ -2,8 +2,10 @@
 
 Names and types follow the public Admin schema (2025-01 introspection plus the 2026-10 reference pages) so a
 query that runs here runs against a real shop. Only the parts ShopBridge touches are modelled: the
-``customers`` connection, ``customer``, and the ``metafieldsSet`` / ``customerCreate`` / ``customerUpdate``
-mutations. Enums that are long lists in the real schema (CountryCode, CurrencyCode) carry a subset.
+``customers`` connection, ``customer``, ``customersCount``, ``shop``, bulk operations (``bulkOperationRunQuery``,
+``bulkOperationCancel``, ``currentBulkOperation``, ``bulkOperation``, ``node``), and the ``metafieldsSet`` /
+``customerCreate`` / ``customerUpdate`` mutations. Enums that are long lists in the real schema (CountryCode,
+CurrencyCode) carry a subset.
 """
 
 from __future__ import annotations
@@ -58,9 +60,8 @@ type PageInfo { hasNextPage: Boolean! hasPreviousPage: Boolean! startCursor: Str
 type MoneyV2 { amount: Decimal! currencyCode: CurrencyCode! }
 
 type CustomerEmailAddress {
-  emailAddress: String
+  emailAddress: String!
   marketingState: CustomerEmailAddressMarketingState!
-  validFormat: Boolean!
 }
 
 type CustomerPhoneNumber { phoneNumber: String! }
@@ -128,10 +129,45 @@ type Customer implements Node & LegacyInteroperability & HasMetafields {
 type CustomerEdge { cursor: String! node: Customer! }
 type CustomerConnection { edges: [CustomerEdge!]! nodes: [Customer!]! pageInfo: PageInfo! }
 
+enum BulkOperationStatus { CANCELED CANCELING COMPLETED CREATED EXPIRED FAILED RUNNING }
+enum BulkOperationErrorCode { ACCESS_DENIED INTERNAL_SERVER_ERROR TIMEOUT }
+enum BulkOperationType { MUTATION QUERY }
+enum BulkOperationUserErrorCode { INVALID OPERATION_IN_PROGRESS }
+enum CountPrecision { AT_LEAST EXACT }
+
+type BulkOperation implements Node {
+  id: ID!
+  status: BulkOperationStatus!
+  errorCode: BulkOperationErrorCode
+  type: BulkOperationType!
+  objectCount: UnsignedInt64!
+  rootObjectCount: UnsignedInt64!
+  fileSize: UnsignedInt64
+  url: URL
+  partialDataUrl: URL
+  query: String!
+  createdAt: DateTime!
+  completedAt: DateTime
+}
+
+type BulkOperationUserError { code: BulkOperationUserErrorCode field: [String!] message: String! }
+type BulkOperationRunQueryPayload { bulkOperation: BulkOperation userErrors: [BulkOperationUserError!]! }
+type BulkOperationCancelPayload { bulkOperation: BulkOperation userErrors: [UserError!]! }
+
+type Count { count: Int! precision: CountPrecision! }
+
+type Shop implements Node { id: ID! name: String! myshopifyDomain: String! }
+
 type Query {
   customers(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
             sortKey: CustomerSortKeys = ID, query: String): CustomerConnection!
   customer(id: ID!): Customer
+  customersCount(query: String): Count
+  currentBulkOperation(type: BulkOperationType = QUERY): BulkOperation
+  "Added in 2026-01."
+  bulkOperation(id: ID!): BulkOperation
+  node(id: ID!): Node
+  shop: Shop!
 }
 
 input MetafieldsSetInput {
@@ -190,6 +226,8 @@ type Mutation {
   metafieldsSet(metafields: [MetafieldsSetInput!]!): MetafieldsSetPayload
   customerCreate(input: CustomerInput!): CustomerCreatePayload
   customerUpdate(input: CustomerInput!): CustomerUpdatePayload
+  bulkOperationRunQuery(query: String!): BulkOperationRunQueryPayload
+  bulkOperationCancel(id: ID!): BulkOperationCancelPayload
 }
 '''
 
@@ -202,6 +240,7 @@ def make_schema() -> GraphQLSchema:
     schema = build_schema(SDL)
     # Customer is the only owner type modelled, so every HasMetafields value is a Customer.
     schema.type_map["HasMetafields"].resolve_type = lambda value, info, type_: "Customer"
+    schema.type_map["Node"].resolve_type = lambda value, info, type_: value["id"].split("/")[3]  # gid://shopify/<Type>/<n>
     return schema
 
 

@@ -426,6 +426,17 @@ class CustomerStore:
         return [legacy for legacy in self.all_ids()
                 if predicate is None or predicate(self.customer(legacy))]
 
+    def count_matching(self, query: str | None) -> int:
+        """``customersCount(query:)``: the same search the ``customers`` connection applies."""
+        search = _compiled(query)
+        if search.predicate is None and search.email is None and search.phone is None:
+            with self.lock:
+                keys, low, high = self._candidates("_id", search)
+                return high - low
+        with self.lock:
+            keys, low, high = self._candidates("_id", search)
+            return len(self._walk(keys, low, high, None, True, search.predicate, "_id", high - low + 1))
+
     # --- writes -------------------------------------------------------------------------------------
     def _store(self, legacy: int, new: dict) -> None:
         """Make ``new`` the customer's current dict, keeping the sorted indexes and contact index in step."""

@@ -21,6 +21,7 @@ SANDBOX_CONNECTIONS = {
     System.SHOPIFY: ("integrations.shopify.sandbox", lambda m: {
         "access_token": m.SANDBOX_ACCESS_TOKEN, "api_version": "2026-10",
     }),
+    System.PANCAKE: ("integrations.pancake.sandbox", lambda m: {"requests_per_window": 8, "window_seconds": 1}),
 }
 
 
@@ -82,6 +83,7 @@ class Command(BaseCommand):
                           **fields(module)},
             )
             self.stdout.write(f"Connection {system} → {o['sandbox_url']}/{system} (sandbox)")
+        self.add_pancake_pages(o["sandbox_url"])
         for line in install_schedules():
             self.stdout.write(f"Schedule {line}")
         if o["start_jobs"]:
@@ -89,6 +91,25 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(
             f"\nAdmin: http://127.0.0.1:8000/admin/  login: {o['username']}  password: {password}\n"
         ))
+
+    def add_pancake_pages(self, sandbox_url: str) -> None:
+        """The sandbox's pages, with its user token (each page token is generated from it on first use). The
+        sandbox usually starts after this command: then its default pages are added."""
+        import requests
+
+        from integrations.pancake import sandbox
+        from integrations.sandbox.base import SandboxOptions
+        from pancake.models import PancakePage
+
+        try:
+            page_ids = requests.get(f"{sandbox_url.rstrip('/')}/_sandbox/", timeout=2).json()["pancake"]["pages"]
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            page_ids = sandbox.page_ids(SandboxOptions().pancake_pages)
+        for k, page_id in enumerate(page_ids):
+            PancakePage.objects.update_or_create(page_id=page_id, defaults={
+                "name": f"FolkForm Page {k + 1} (sandbox)", "user_access_token": sandbox.SANDBOX_USER_TOKEN,
+                "enabled": True})
+        self.stdout.write(f"Pancake pages {', '.join(page_ids)} (sandbox)")
 
     def start_demo_jobs(self):
         from jobs.models import StartedBy
