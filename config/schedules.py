@@ -20,16 +20,26 @@ class Schedule:
     kwargs: dict = field(default_factory=dict)
     description: str = ""
     every_seconds: int | None = None  # an interval instead of a crontab
+    # What a user must hold to run this task now from the admin ("Run selected tasks"): the permissions of
+    # the jobs it starts. Empty: no staff permission covers it, so only superusers may run it by hand.
+    permissions: tuple[str, ...] = ()
 
 
 SCHEDULES: list[Schedule] = [
     Schedule("Rescue stale jobs", "jobs.rescue_stale_jobs", "", 50,
              every_seconds=settings.SHOPBRIDGE["STALE_CHECK_SECONDS"],
              description="RUNNING jobs without a heartbeat for the stale window go back to the queue and resume "
-                         "from their checkpoint (at most SHOPBRIDGE_MAX_RESCUES times), or fail."),
+                         "from their checkpoint (at most SHOPBRIDGE_MAX_RESCUES times), or fail.",
+             # It re-queues (like a retry) or fails (like "Mark stale jobs as failed") other people's jobs.
+             permissions=("jobs.retry_backgroundjob", "jobs.cancel_backgroundjob")),
 ]
 # Names of schedules that were replaced: install_schedules removes them.
 RETIRED = ["Fail stale jobs"]
+
+
+def schedule_for_task(task: str) -> Schedule | None:
+    """The registered schedule that runs ``task`` (a Celery task name), if any."""
+    return next((s for s in SCHEDULES if s.task == task), None)
 
 
 def register(*schedules: Schedule) -> None:

@@ -135,9 +135,17 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # the dashboard's fetch() reads it for POSTs
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Scripts on /api/ get a JSON 403 for a CSRF failure; pages keep Django's.
+CSRF_FAILURE_VIEW = "jobs.http.csrf_failure"
 if not DEBUG and env.bool("HTTPS", default=False):
+    # Behind a TLS proxy that sets X-Forwarded-Proto: cookies only over HTTPS, plain HTTP redirected, HSTS.
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+    SECURE_REFERRER_POLICY = "same-origin"
 
 # --- Celery -----------------------------------------------------------------------------------
 _broker_dir = VAR_DIR / "broker"

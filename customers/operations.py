@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobs.cli import record_id
 from jobs.models import BackgroundJob, StartedBy
 from jobs.operations import Argument, Operation, Started, dry_runnable, register_operation
 from jobs.results import result_of
@@ -56,7 +57,7 @@ def register() -> None:
         "sync_shopify", "customers", _start_sync, _report_sync,
         arguments=(
             Argument(("--all",), {"action": "store_true", "help": "Every matched record (the default)."}),
-            Argument(("--ids",), {"nargs": "+", "type": int, "metavar": "MAPPING_ID"}),
+            Argument(("--ids",), {"nargs": "+", "type": record_id, "metavar": "MAPPING_ID"}),
             Argument(("--retry-failed",), {"action": "store_true"}),
             Argument(("--changed-only",), {"action": "store_true", "help": "Customers: only those whose total "
                                                                            "moved by the threshold."}),

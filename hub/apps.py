@@ -11,6 +11,13 @@ class HubConfig(AppConfig):
     def ready(self):
         from django.contrib import admin
         from django.db.backends.signals import connection_created
+        from django.db.models.signals import post_migrate
+
+        from .roles import sync_roles_after_migrate
+
+        # After every migrate (Django creates new permissions on post_migrate first: auth's receiver is
+        # connected before ours), permissions of apps added later join the viewer/operator/manager roles.
+        post_migrate.connect(sync_roles_after_migrate, dispatch_uid="hub.sync_roles")
 
         connection_created.connect(_owner_only_sqlite_files, dispatch_uid="shopbridge-sqlite-owner-only")
         admin.site.site_header = "ShopBridge"

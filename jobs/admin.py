@@ -47,7 +47,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     readonly_fields = (
         "type", "status_col", "progress_col", "counts_col", "speed_col", "eta_col", "started_col",
         "elapsed_col", "heartbeat_col", "started_by_col", "created_at", "completed_at", "retry_of",
-        "cancel_requested", "celery_task_id", "params_pretty", "metadata_pretty", "error_pretty",
+        "cancel_requested", "celery_task_id", "params_pretty", "metadata_pretty", "error_pretty", "error_message_col",
     )
     fieldsets = (
         (None, {"fields": ("type", "status_col", "progress_col", "counts_col", "error_pretty")}),
@@ -68,6 +68,14 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         # Jobs are written by workers only; staff act on them through the actions.
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a pending or running job would stop it behind the cancel permission's back (and orphan its
+        # worker): that takes the cancel permission too. Finished jobs are history, deleted with the plain
+        # delete permission. The delete view and the bulk action both ask here for every object.
+        if obj is not None and obj.is_active and not request.user.has_perm("jobs.cancel_backgroundjob"):
+            return False
+        return super().has_delete_permission(request, obj)
 
     def has_cancel_permission(self, request):
         return request.user.has_perm("jobs.cancel_backgroundjob")
@@ -157,6 +165,18 @@ class BackgroundJobAdmin(admin.ModelAdmin):
             return "—"
         return format_html('<pre class="sb-error">{}</pre>', job.error)
 
+    @admin.display(description="Error")
+    def error_message_col(self, job):
+        return job.error.split("\n", 1)[0] if job.error else "—"
+
+    def get_fieldsets(self, request, obj=None):
+        # Stored tracebacks (file paths, code) are for superusers; other staff read the message, as on /api/jobs/.
+        fieldsets = super().get_fieldsets(request, obj)
+        if request.user.is_superuser:
+            return fieldsets
+        return [(name, {**opts, "fields": tuple("error_message_col" if f == "error_pretty" else f
+                                                for f in opts["fields"])}) for name, opts in fieldsets]
+
     # --- actions ----------------------------------------------------------------------------------
     @admin.action(description="Cancel selected jobs", permissions=["cancel"])
     def cancel_jobs(self, request, queryset):
@@ -221,6 +241,11 @@ class PullProgressAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a pull's progress drops its claim and checkpoint: it is a reset, so it takes reset_pull
+        # as well (for the delete view and the bulk action alike; both ask here).
+        return super().has_delete_permission(request, obj) and request.user.has_perm("jobs.reset_pull")
+
     def has_reset_permission(self, request):
         return request.user.has_perm("jobs.reset_pull")
 
@@ -277,6 +302,10 @@ class PullMarkAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a mark moves where an incremental pull continues from: a reset, like the checkpoint's.
+        return super().has_delete_permission(request, obj) and request.user.has_perm("jobs.reset_pull")
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -3,6 +3,11 @@ the job's own row, so the command shows exactly what the dashboard shows."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import functools
+import logging
+import sys
 import threading
 import time
 
@@ -14,9 +19,62 @@ from .models import BackgroundJob, JobStatus
 from .services import cancel_job, run_job
 
 
-def run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool = False) -> BackgroundJob:
+def _is_console(handler: logging.Handler) -> bool:
+    return (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            and getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__))
+
+
+class _ConsoleWithoutTracebacks(logging.Handler):
+    """Stands in for a console handler during the run: hands it each record stripped of its traceback."""
+
+    def __init__(self, inner: logging.Handler):
+        super().__init__(inner.level)
+        self.inner = inner
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord(record.__dict__)
+            record.exc_info = record.exc_text = record.stack_info = None
+        self.inner.handle(record)
+
+
+@contextlib.contextmanager
+def console_without_tracebacks(verbosity: int = 1):
+    """While a ``--wait`` job runs, console log handlers print a failure's message but not its traceback: the
+    command ends with one line, as the README promises. Log files and other handlers keep the traceback;
+    ``--verbosity 2`` shows it on the console too."""
+    if verbosity >= 2:
+        yield
+        return
+    swapped: list[tuple[logging.Logger, logging.Handler, logging.Handler]] = []
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            if _is_console(handler):
+                wrapper = _ConsoleWithoutTracebacks(handler)
+                logger.removeHandler(handler)
+                logger.addHandler(wrapper)
+                swapped.append((logger, handler, wrapper))
+    try:
+        yield
+    finally:
+        for logger, handler, wrapper in swapped:
+            logger.removeHandler(wrapper)
+            logger.addHandler(handler)
+
+
+def run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool = False,
+                      verbosity: int | None = None) -> BackgroundJob:
     """Run ``job`` in this process (a thread) while drawing its progress; Ctrl-C cancels it.
-    Raises CommandError when the job did not complete, so the command exits non-zero."""
+    Raises CommandError when the job did not complete, so the command exits non-zero. With ``verbosity``
+    (below 2), console log handlers show no traceback meanwhile; commands get that from ``@quiet_tracebacks``."""
+    if verbosity is None:
+        return _run_in_foreground(job, stdout, already_ran=already_ran)
+    with console_without_tracebacks(verbosity):
+        return _run_in_foreground(job, stdout, already_ran=already_ran)
+
+
+def _run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool) -> BackgroundJob:
     worker = None
     if not already_ran:
         def target():
@@ -51,3 +109,36 @@ def run_in_foreground(job: BackgroundJob, stdout, *, already_ran: bool = False) 
         reason = job.error.split("\n", 1)[0] if job.error else job.get_status_display().lower()
         raise CommandError(f"job #{job.pk} {job.get_status_display().lower()}: {reason}")
     return job
+
+
+def quiet_tracebacks(handle):
+    """For a command's ``handle``: no traceback on the console while it runs (see console_without_tracebacks);
+    covers jobs that run inside the start call (synchronous pulls, dry runs) as well as ``--wait``."""
+
+    @functools.wraps(handle)
+    def wrapped(self, *args, **options):
+        with console_without_tracebacks(int(options.get("verbosity", 1))):
+            return handle(self, *args, **options)
+
+    return wrapped
+
+
+def bounded_int(low: int, high: int, what: str = "a number"):
+    """An argparse ``type``: an integer within [low, high], else a one-line usage error (never an overflow
+    further down, e.g. SQLite's at 2**63)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+# A database id (a bigint primary key).
+record_id = bounded_int(1, 2**63 - 1, "an id")

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.cli import run_in_foreground
+from jobs.cli import quiet_tracebacks, run_in_foreground
 from jobs.operations import get_operation, operations
 
 
@@ -19,6 +19,7 @@ class OperationCommand(BaseCommand):
                     parser.add_argument(*argument.flags, **argument.options)
                     seen.update(argument.flags)
 
+    @quiet_tracebacks
     def handle(self, *args, **o):
         try:
             op = get_operation(self.operation, o["kind"])

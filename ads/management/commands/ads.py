@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ads import services
 from ads.models import Shop, Stage, SyncProgress
-from jobs.cli import run_in_foreground
+from jobs.cli import quiet_tracebacks, run_in_foreground
 from jobs.models import StartedBy
 
 ACTIONS = ["enqueue", "process", "status", "cleanup", "reset", "sync", "retry", "budgets"]
@@ -20,6 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--backfill", action="store_true", help="enqueue/sync: 7 days of results.")
         parser.add_argument("--wait", action="store_true", help="sync/retry: run here; exit 1 unless completed.")
 
+    @quiet_tracebacks
     def handle(self, *args, **o):
         action, ids = o["action"], o["shop_ids"]
         shops = self._shops(ids)

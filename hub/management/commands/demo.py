@@ -1,5 +1,7 @@
 import importlib
+import ipaddress
 import secrets
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -26,6 +28,21 @@ SANDBOX_CONNECTIONS = {
 }
 
 
+def _is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def real_connections() -> list[Connection]:
+    """Connections that point at a real upstream: not marked sandbox, or not on this machine."""
+    return [c for c in Connection.objects.order_by("system") if not c.is_sandbox or not _is_local(c.base_url)]
+
+
 class Command(BaseCommand):
     help = ("Set up a demo: migrate, create the admin user (prints the login), point every connection at "
             "the local sandboxes and install the beat schedules.")
@@ -38,15 +55,29 @@ class Command(BaseCommand):
         parser.add_argument("--after-sandbox", action="store_true",
                             help="Only wait for the sandbox to answer, then add what needs it running (Shopee "
                                  "shops are authorized through it). bin/demo runs this before the web server.")
+        parser.add_argument("--force", action="store_true",
+                            help="Run even on a database with real (non-sandbox) connections: they are repointed at "
+                                 "the sandboxes and the admin user's password is reset.")
 
     def handle(self, *args, **o):
         if o["after_sandbox"]:
+            if real_connections() and not o["force"]:
+                raise CommandError("this database has real connections: no sandbox pages or shops added to it")
             self.wait_for_sandbox(o["sandbox_url"])
             self.add_pancake_pages(o["sandbox_url"])
             self.add_shopee_shops(o["sandbox_url"])
             return
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Database migrated.")
+        # The demo resets the admin's password, makes it superuser and points every connection at the sandbox:
+        # on a production database that would lock staff out and cut the real upstreams off.
+        real = real_connections()
+        if real and not o["force"]:
+            raise CommandError(
+                "this database has real connections (" + ", ".join(f"{c.system} → {urlsplit(c.base_url).hostname}"
+                                                                  for c in real)
+                + "): the demo would repoint them at the sandboxes and reset the admin password; use --force "
+                  "to do it anyway")
         password = secrets.token_urlsafe(9)
         user, created = get_user_model().objects.get_or_create(
             username=o["username"], defaults={"email": f"{o['username']}@example.com"}

@@ -1,3 +1,5 @@
+import argparse
+import ipaddress
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
@@ -6,28 +8,58 @@ from integrations.sandbox.base import SandboxOptions
 from integrations.sandbox.server import SandboxServer, build_apps
 
 
+def _loopback(host: str) -> str:
+    # The sandboxes accept their published test tokens and serve generated data: never on a public interface.
+    if host == "localhost":
+        return host
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return host
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{host!r} is not a loopback address (use 127.0.0.1, ::1 or localhost)")
+
+
+def _bounded(kind, low, high, what):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {text}")
+        return value
+
+    return parse
+
+
+COUNT = _bounded(int, 0, 10_000_000, "a count")
+SHARE = _bounded(float, 0.0, 1.0, "a share")
+
+
 class Command(BaseCommand):
     help = "Serve the upstream sandboxes (Nhanh, Shopify, …) over HTTP on loopback until stopped."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8765)
-        parser.add_argument("--customers", type=int, default=2000, help="Nhanh customers (Shopify: same).")
-        parser.add_argument("--shopify-customers", type=int, default=None)
-        parser.add_argument("--overlap", type=float, default=0.5, help="Share of Shopify customers also in Nhanh.")
-        parser.add_argument("--products", type=int, default=300)
-        parser.add_argument("--seed", type=int, default=1)
-        parser.add_argument("--latency-ms", type=int, default=0)
+        parser.add_argument("--host", type=_loopback, default="127.0.0.1")
+        parser.add_argument("--port", type=_bounded(int, 0, 65535, "--port"), default=8765)
+        parser.add_argument("--customers", type=COUNT, default=2000, help="Nhanh customers (Shopify: same).")
+        parser.add_argument("--shopify-customers", type=COUNT, default=None)
+        parser.add_argument("--overlap", type=SHARE, default=0.5, help="Share of Shopify customers also in Nhanh.")
+        parser.add_argument("--products", type=COUNT, default=300)
+        parser.add_argument("--seed", type=_bounded(int, 0, 2**32 - 1, "--seed"), default=1)
+        parser.add_argument("--latency-ms", type=_bounded(int, 0, 600_000, "--latency-ms"), default=0)
         parser.add_argument("--no-rate-limit", action="store_true", help="Switch the documented limits off.")
-        parser.add_argument("--error-rate", type=float, default=0.0, help="Share of requests answered 5xx.")
-        parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests left hanging.")
-        parser.add_argument("--malformed-rate", type=float, default=0.0, help="Share of rows corrupted.")
+        parser.add_argument("--error-rate", type=SHARE, default=0.0, help="Share of requests answered 5xx.")
+        parser.add_argument("--timeout-rate", type=SHARE, default=0.0, help="Share of requests left hanging.")
+        parser.add_argument("--malformed-rate", type=SHARE, default=0.0, help="Share of rows corrupted.")
         parser.add_argument("--shopee-shops", default="",
                             help="Campaign counts of the Shopee shops, e.g. 35,335,917,10000.")
-        parser.add_argument("--pancake-pages", type=int, default=2, help="Pancake pages.")
-        parser.add_argument("--pancake-customers", type=int, default=500, help="Pancake customers per page.")
-        parser.add_argument("--pancake-mutations-per-second", type=float, default=0.0,
-                            help="Pancake: inserts/updates of page customers per second while serving.")
+        parser.add_argument("--pancake-pages", type=_bounded(int, 0, 1000, "--pancake-pages"), default=2,
+                            help="Pancake pages.")
+        parser.add_argument("--pancake-customers", type=COUNT, default=500, help="Pancake customers per page.")
+        parser.add_argument("--pancake-mutations-per-second", type=_bounded(float, 0.0, 100_000.0, "a rate"),
+                            default=0.0, help="Pancake: inserts/updates of page customers per second while serving.")
         parser.add_argument("--only", default="", help="Comma-separated sandboxes to serve (default: all).")
         parser.add_argument("--nhanh-cursor", choices=("object", "array", "mixed"), default="object",
                             help="Shape of Nhanh's paginator.next (documented as array or object; mixed: "

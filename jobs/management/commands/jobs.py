@@ -2,6 +2,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from jobs.cli import bounded_int
 from jobs.display import job_display
 from jobs.models import BackgroundJob, JobStatus
 from jobs.registry import job_type_choices
@@ -13,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--status", choices=JobStatus.values)
         parser.add_argument("--type", choices=[t for t, _ in job_type_choices()])
-        parser.add_argument("--limit", type=int, default=20)
+        parser.add_argument("--limit", type=bounded_int(1, 10_000, "--limit"), default=20)
         parser.add_argument("--watch", action="store_true", help="Refresh every 2 s until Ctrl-C.")
 
     def handle(self, *args, **o):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.cli import run_in_foreground
+from jobs.cli import quiet_tracebacks, run_in_foreground
 from jobs.errors import PullInputError, PullRefused
 from jobs.models import StartedBy
 from jobs.pull_specs import get_spec, pull_specs, start_pull
@@ -33,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--force-restart", action="store_true")
         parser.add_argument("--wait", action="store_true", help="Run here with a progress bar; exit 1 on failure.")
 
+    @quiet_tracebacks
     def handle(self, *args, **o):
         try:
             spec = get_spec(o["system"], o["kind"])
