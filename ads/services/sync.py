@@ -260,8 +260,11 @@ def begin_run(entry_id: int) -> Plan | None:
 
 def _fail_whole_run(shop_pk: int, run_id, message: str) -> None:
     qs = SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id, stage__in=ACTIVE_STAGES)
-    if qs.update(stage=Stage.FAILED, error_message=message, completed_at=timezone.now()):
-        _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), Stage.FAILED)
+    with transaction.atomic():  # the stage and its log entry are seen together
+        failed = qs.update(stage=Stage.FAILED, error_message=message, completed_at=timezone.now())
+        if failed:
+            _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), Stage.FAILED)
+    if failed:
         _close_run(shop_pk, run_id, failed=True)
 
 
@@ -416,12 +419,13 @@ def _record_failed_chunk(chunk: SyncQueue, error: str) -> bool:
 
 def _advance_if_all_finished(shop_pk: int, run_id) -> bool:
     """The counted completion: one conditional UPDATE, true for exactly one caller per run."""
-    won = SyncProgress.objects.filter(
-        shop_id=shop_pk, run_id=run_id, stage=Stage.SYNCING_CAMPAIGNS,
-        total_chunks=F("chunks_done") + F("chunks_failed"),
-    ).update(stage=Stage.SYNCING_PERFORMANCE, performance_started_at=timezone.now())
-    if won:
-        _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), Stage.SYNCING_PERFORMANCE)
+    with transaction.atomic():  # the stage and its log entry are seen together
+        won = SyncProgress.objects.filter(
+            shop_id=shop_pk, run_id=run_id, stage=Stage.SYNCING_CAMPAIGNS,
+            total_chunks=F("chunks_done") + F("chunks_failed"),
+        ).update(stage=Stage.SYNCING_PERFORMANCE, performance_started_at=timezone.now())
+        if won:
+            _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), Stage.SYNCING_PERFORMANCE)
     return bool(won)
 
 
@@ -533,10 +537,11 @@ def finish_run(shop_pk: int, run_id, *, performance_error: str = "") -> str | No
     if performance_error:
         problems.append(performance_error)
     stage = Stage.FAILED if problems else Stage.COMPLETED
-    if not SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id, stage=Stage.SYNCING_PERFORMANCE).update(
-            stage=stage, completed_at=timezone.now(), error_message=". ".join(problems)):
-        return None
-    _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), stage)
+    with transaction.atomic():  # the stage and its log entry are seen together
+        if not SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id, stage=Stage.SYNCING_PERFORMANCE).update(
+                stage=stage, completed_at=timezone.now(), error_message=". ".join(problems)):
+            return None
+        _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), stage)
     _adapt_chunk_size(shop_pk, run_id)
     _close_run(shop_pk, run_id, failed=stage == Stage.FAILED)
     return stage
