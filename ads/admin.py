@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from integrations.secrets import mask_secret
 from jobs.models import StartedBy
@@ -59,9 +60,9 @@ class FailedFilter(admin.SimpleListFilter):
 
 class ShopForm(forms.ModelForm):
     base_url = forms.URLField(assume_scheme="https", initial="https://partner.shopeemobile.com",
-                              help_text="Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee).")
+                              help_text=_("Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee)."))
     partner_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                                  help_text="Leave empty to keep the stored key.")
+                                  help_text=_("Leave empty to keep the stored key."))
 
     class Meta:
         model = Shop
@@ -92,7 +93,7 @@ class ShopAdmin(admin.ModelAdmin):
     def _progress(self, obj):
         return getattr(obj, "progress", None)
 
-    @admin.display(description="stage")
+    @admin.display(description=_("stage"))
     def stage(self, obj):
         p = self._progress(obj)
         if p is None:
@@ -100,33 +101,33 @@ class ShopAdmin(admin.ModelAdmin):
         label = p.get_stage_display()
         return f"{label} (stuck)" if p.is_stuck else label
 
-    @admin.display(description="chunk x/y")
+    @admin.display(description=_("chunk x/y"))
     def chunks(self, obj):
         p = self._progress(obj)
         return f"{p.chunks_finished}/{p.total_chunks}" if p else "—"
 
-    @admin.display(description="progress %")
+    @admin.display(description=_("progress %"))
     def progress_percent(self, obj):
         p = self._progress(obj)
         return f"{p.progress_percent:.1f}%" if p else "—"
 
-    @admin.display(description="synced/total")
+    @admin.display(description=_("synced/total"))
     def synced(self, obj):
         p = self._progress(obj)
         return f"{p.synced_campaigns:,}/{p.total_campaigns:,}" if p else "—"
 
-    @admin.display(description="min since last chunk")
+    @admin.display(description=_("min since last chunk"))
     def minutes_since_last_chunk(self, obj):
         p = self._progress(obj)
         value = p.minutes_since_last_chunk if p else None
         return "—" if value is None else f"{value:.1f}"
 
-    @admin.display(description="failed chunks")
+    @admin.display(description=_("failed chunks"))
     def failed_chunk_count(self, obj):
         p = self._progress(obj)
         return len(p.failed_chunks) if p else 0
 
-    @admin.display(description="job")
+    @admin.display(description=_("job"))
     def job_link(self, obj):
         p = self._progress(obj)
         if not p or not p.job_id:
@@ -134,20 +135,20 @@ class ShopAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">#{}</a>', reverse("admin:jobs_backgroundjob_change", args=[p.job_id]),
                            p.job_id)
 
-    @admin.display(description="access token")
+    @admin.display(description=_("access token"))
     def masked_access_token(self, obj):
         return mask_secret(obj.access_token) or "—"
 
-    @admin.display(description="refresh token")
+    @admin.display(description=_("refresh token"))
     def masked_refresh_token(self, obj):
         return mask_secret(obj.refresh_token) or "—"
 
-    @admin.display(description="last sync error")
+    @admin.display(description=_("last sync error"))
     def sync_error(self, obj):
         p = self._progress(obj)
         return (p.error_message if p else "") or "—"
 
-    @admin.display(description="failed chunks")
+    @admin.display(description=_("failed chunks"))
     def failed_chunks_detail(self, obj):
         p = self._progress(obj)
         if not p or not p.failed_chunks:
@@ -169,14 +170,14 @@ class ShopAdmin(admin.ModelAdmin):
     def has_enqueue_shop_sync_permission(self, request):
         return request.user.has_perm(PERM_ENQUEUE)
 
-    @admin.action(description="Enqueue a sync now", permissions=["enqueue_shop_sync"])
+    @admin.action(description=_("Enqueue a sync now"), permissions=["enqueue_shop_sync"])
     def enqueue_now(self, request, queryset):
         queued = [s for s in queryset if services.enqueue_shop(s, priority=services.sync.MANUAL_PRIORITY)]
         started = services.process_queue(started_by=StartedBy.USER)
         self.message_user(request, f"{len(queued)} shop(s) queued; {len(started)} run(s) started now "
                                    "(shops already syncing start after their current run).")
 
-    @admin.action(description="Retry failed chunks", permissions=["retry_failed_chunks"])
+    @admin.action(description=_("Retry failed chunks"), permissions=["retry_failed_chunks"])
     def retry_failed(self, request, queryset):
         for shop in queryset:
             try:
@@ -188,7 +189,8 @@ class ShopAdmin(admin.ModelAdmin):
                     'Shop {}: failed chunks retried as <a href="{}">job #{}</a>.', shop.shop_id,
                     reverse("admin:jobs_backgroundjob_change", args=[job.pk]), job.pk))
 
-    @admin.action(description="Reset shop (back to idle, clear its pending entries)", permissions=["reset_shop_sync"])
+    @admin.action(description=_("Reset shop (back to idle, clear its pending entries)"),
+                  permissions=["reset_shop_sync"])
     def reset(self, request, queryset):
         for shop in queryset:
             result = services.reset_shop(shop)
@@ -228,7 +230,7 @@ class SyncQueueAdmin(ReadOnly):
     search_fields = ("=shop__shop_id", "=run_id")
     exclude = ("campaign_ids",)
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def short_error(self, obj):
         return obj.error[:120]
 

@@ -6,6 +6,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from jobs.models import StartedBy
@@ -26,8 +27,8 @@ def _job_message(request, job, what: str):
 
 
 class MatchForm(forms.Form):
-    nhanh_id = forms.IntegerField(label="Nhanh customer id", help_text="The id in Nhanh (not our row id).")
-    shopify_id = forms.IntegerField(label="Shopify customer id", help_text="The number at the end of the gid.")
+    nhanh_id = forms.IntegerField(label=_("Nhanh customer id"), help_text=_("The id in Nhanh (not our row id)."))
+    shopify_id = forms.IntegerField(label=_("Shopify customer id"), help_text=_("The number at the end of the gid."))
 
     def clean(self):
         data = super().clean()
@@ -83,19 +84,19 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     def has_unmatch_permission(self, request):
         return request.user.has_perm("customers.change_customermapping")
 
-    @admin.display(description="Nhanh customer", ordering="nhanh_customer__name")
+    @admin.display(description=_("Nhanh customer"), ordering="nhanh_customer__name")
     def nhanh_col(self, m):
         return f"{m.nhanh_customer.name} (#{m.nhanh_customer.nhanh_id}, {m.nhanh_customer.total_spent:,} ₫)"
 
-    @admin.display(description="Shopify customer", ordering="shopify_customer__last_name")
+    @admin.display(description=_("Shopify customer"), ordering="shopify_customer__last_name")
     def shopify_col(self, m):
         return str(m.shopify_customer)
 
-    @admin.display(description="Last error")
+    @admin.display(description=_("Last error"))
     def error_col(self, m):
         return (m.last_error[:120] + "…") if len(m.last_error) > 120 else m.last_error
 
-    @admin.action(description="Sync selected to Shopify (forced)", permissions=["sync"])
+    @admin.action(description=_("Sync selected to Shopify (forced)"), permissions=["sync"])
     def sync_selected(self, request, queryset):
         ids = list(queryset.filter(is_active=True).values_list("pk", flat=True))
         if not ids:
@@ -104,7 +105,7 @@ class CustomerMappingAdmin(admin.ModelAdmin):
         _job_message(request, start_sync(scope="ids", ids=ids, started_by=StartedBy.USER, user=request.user),
                      f"Sync of {len(ids)} customer(s)")
 
-    @admin.action(description="Unmatch selected (auto-match will leave them alone)", permissions=["unmatch"])
+    @admin.action(description=_("Unmatch selected (auto-match will leave them alone)"), permissions=["unmatch"])
     def unmatch_selected(self, request, queryset):
         n = unmatch(list(queryset), user=request.user)
         self.message_user(request, f"Unmatched {n} pair(s).")
@@ -247,15 +248,15 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Phones")
+    @admin.display(description=_("Phones"))
     def phones_col(self, a):
         return ", ".join(a.phones)
 
-    @admin.display(description="Shopify customers with that phone")
+    @admin.display(description=_("Shopify customers with that phone"))
     def candidates_col(self, a):
         return _customer_links(a.candidate_rows)
 
-    @admin.display(description="Other Nhanh customers claiming them")
+    @admin.display(description=_("Other Nhanh customers claiming them"))
     def rivals_col(self, a):
         return _customer_links(a.rival_rows) or "—"
 

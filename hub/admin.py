@@ -11,6 +11,7 @@ schedule into a different task either.
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
@@ -65,19 +66,19 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
         return [(name, {**opts, "fields": tuple(f for f in opts["fields"] if f != "regtask")})
                 for name, opts in fieldsets]
 
-    @admin.action(description="Enable selected tasks", permissions=["change"])
+    @admin.action(description=_("Enable selected tasks"), permissions=["change"])
     def enable_tasks(self, request, queryset):
         return super().enable_tasks(request, queryset)
 
-    @admin.action(description="Disable selected tasks", permissions=["change"])
+    @admin.action(description=_("Disable selected tasks"), permissions=["change"])
     def disable_tasks(self, request, queryset):
         return super().disable_tasks(request, queryset)
 
-    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
+    @admin.action(description=_("Toggle activity of selected tasks"), permissions=["change"])
     def toggle_tasks(self, request, queryset):
         return super().toggle_tasks(request, queryset)
 
-    @admin.action(description="Run selected tasks", permissions=["view"])
+    @admin.action(description=_("Run selected tasks"), permissions=["view"])
     def run_tasks(self, request, queryset):
         refused = sorted({t.name for t in queryset if not may_run_task(request.user, t.task)})
         if refused:

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
 
 from .clients import check_connection
 from .models import Connection, check_base_url, same_host
@@ -14,7 +15,7 @@ class ConnectionForm(forms.ModelForm):
     access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
     secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
     client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                                    label="Client secret (Shopify)")
+                                    label=_("Client secret (Shopify)"))
     FORM_SECRETS = ("access_token", "secret_key", "client_secret")
 
     class Meta:
@@ -75,13 +76,13 @@ class ConnectionAdmin(admin.ModelAdmin):
     actions = ["test_connection"]
 
     # Staff who may change a connection may test it (it calls the upstream with the stored secrets).
-    @admin.action(description="Test connection (one authenticated call; changes nothing)", permissions=["change"])
+    @admin.action(description=_("Test connection (one authenticated call; changes nothing)"), permissions=["change"])
     def test_connection(self, request, queryset):
         for conn in queryset:
             ok, text = check_connection(conn)
             self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
 
-    @admin.display(description="Access token")
+    @admin.display(description=_("Access token"))
     def token_col(self, obj):
         if obj.uses_client_credentials:
             expiry = obj.issued_token_expires_at
@@ -89,7 +90,7 @@ class ConnectionAdmin(admin.ModelAdmin):
                 f"client {obj.client_id[:8]}… (no token yet)"
         return obj.masked_token or "—"
 
-    @admin.display(description="Token obtained with the client id + secret")
+    @admin.display(description=_("Token obtained with the client id + secret"))
     def issued_token_col(self, obj):
         if not obj.issued_token:
             return "—"

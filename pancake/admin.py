@@ -9,6 +9,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from customers.models import NhanhCustomer
 from integrations.secrets import mask_secret
@@ -54,11 +55,11 @@ class PancakePageAdmin(PullButtonsMixin, admin.ModelAdmin):
     list_filter = ("enabled",)
     readonly_fields = ("token_renewed_at", "incremental_floor", "backfill_ceiling")
 
-    @admin.display(description="Page token")
+    @admin.display(description=_("Page token"))
     def page_token(self, obj):
         return mask_secret(obj.page_access_token) or "—"
 
-    @admin.display(description="Customers")
+    @admin.display(description=_("Customers"))
     def customers_count(self, obj):
         return obj.customers.count()
 
@@ -91,11 +92,11 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         link = getattr(obj, "nhanh_link", None)
         return link.nhanh_customer if link else None
 
-    @admin.display(description="Phones")
+    @admin.display(description=_("Phones"))
     def phones_typed(self, obj):
         return ", ".join(obj.phone_numbers)
 
-    @admin.display(description="Nhanh customer")
+    @admin.display(description=_("Nhanh customer"))
     def nhanh_customer(self, obj):
         nhanh = self._nhanh(obj)
         if nhanh is None:
@@ -103,7 +104,7 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:customers_nhanhcustomer_change", args=[nhanh.pk]),
                            nhanh)
 
-    @admin.display(description="Shopify match")
+    @admin.display(description=_("Shopify match"))
     def shopify_match(self, obj):
         nhanh = self._nhanh(obj)
         mapping = getattr(nhanh, "mapping", None) if nhanh else None
@@ -112,7 +113,7 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:customers_shopifycustomer_change",
                                                           args=[mapping.shopify_customer_id]), mapping.shopify_customer)
 
-    @admin.display(description="Total spent (VND)")
+    @admin.display(description=_("Total spent (VND)"))
     def total_spent(self, obj):
         nhanh = self._nhanh(obj)
         return f"{nhanh.total_spent:,}" if nhanh else "—"
@@ -166,7 +167,7 @@ class PancakeChatsInline(admin.TabularInline):
 
     model = PancakeNhanhLink
     fk_name = "nhanh_customer"
-    verbose_name = verbose_name_plural = "Pancake chats"
+    verbose_name = verbose_name_plural = _("Pancake chats")
     extra = 0
     can_delete = False
     fields = ("chat", "page", "matched_phone", "matched_at")
@@ -178,12 +179,12 @@ class PancakeChatsInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("pancake_customer__page")
 
-    @admin.display(description="Pancake customer")
+    @admin.display(description=_("Pancake customer"))
     def chat(self, obj):
         c = obj.pancake_customer
         return format_html('<a href="{}">{}</a>', reverse("admin:pancake_pancakecustomer_change", args=[c.pk]), c)
 
-    @admin.display(description="Page")
+    @admin.display(description=_("Page"))
     def page(self, obj):
         return obj.pancake_customer.page
 
