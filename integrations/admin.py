@@ -1,5 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils import formats, timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .clients import check_connection
@@ -29,7 +31,8 @@ class ConnectionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in self.FORM_SECRETS:
             current = getattr(self.instance, name, "")
-            hint = f"Stored: {mask_secret(current)}. Leave empty to keep it." if current else "Not set."
+            hint = (gettext("Stored: %(masked)s. Leave empty to keep it.") % {"masked": mask_secret(current)} if current
+                    else gettext("Not set."))
             self.fields[name].help_text = hint
 
     def clean_base_url(self):
@@ -48,8 +51,9 @@ class ConnectionForm(forms.ModelForm):
             missing = [self.fields[name].label or name for name in stored if not data.get(name)]
             if missing:
                 raise forms.ValidationError(
-                    f"The host changed: enter the credentials for the new host again ({', '.join(map(str, missing))})."
-                    " Stored secrets are only ever sent to the host they were entered for.")
+                    gettext("The host changed: enter the credentials for the new host again (%(fields)s). Stored "
+                            "secrets are only ever sent to the host they were entered for.")
+                    % {"fields": ", ".join(map(str, missing))})
             self.instance.issued_token = ""
             self.instance.issued_token_obtained_at = self.instance.issued_token_expires_at = None
         for name in self.FORM_SECRETS:
@@ -57,9 +61,9 @@ class ConnectionForm(forms.ModelForm):
                 data[name] = getattr(self.instance, name)
         if data.get("system") == "shopify":
             if bool(data.get("client_id")) != bool(data.get("client_secret")):
-                raise forms.ValidationError("A Shopify app needs both its client id and its client secret.")
+                raise forms.ValidationError(gettext("A Shopify app needs both its client id and its client secret."))
             if not data.get("access_token") and not data.get("client_id"):
-                raise forms.ValidationError("Shopify needs a legacy access token, or a client id and secret.")
+                raise forms.ValidationError(gettext("Shopify needs a legacy access token, or a client id and secret."))
             if self.instance.pk and (data.get("client_id") != self.instance.client_id
                                      or data.get("client_secret") != self.instance.client_secret):
                 # A token obtained with other credentials must not outlive them.
@@ -86,12 +90,17 @@ class ConnectionAdmin(admin.ModelAdmin):
     def token_col(self, obj):
         if obj.uses_client_credentials:
             expiry = obj.issued_token_expires_at
-            return f"client {obj.client_id[:8]}… (token until {expiry:%Y-%m-%d %H:%M})" if expiry else \
-                f"client {obj.client_id[:8]}… (no token yet)"
+            if expiry:
+                return gettext("client %(id)s… (token until %(until)s)") % {
+                    "id": obj.client_id[:8],
+                    "until": formats.date_format(timezone.localtime(expiry), "SHORT_DATETIME_FORMAT")}
+            return gettext("client %(id)s… (no token yet)") % {"id": obj.client_id[:8]}
         return obj.masked_token or "—"
 
     @admin.display(description=_("Token obtained with the client id + secret"))
     def issued_token_col(self, obj):
         if not obj.issued_token:
             return "—"
-        return f"{mask_secret(obj.issued_token)}, expires {obj.issued_token_expires_at:%Y-%m-%d %H:%M %Z}"
+        return gettext("%(token)s, expires %(when)s") % {
+            "token": mask_secret(obj.issued_token),
+            "when": formats.date_format(timezone.localtime(obj.issued_token_expires_at), "SHORT_DATETIME_FORMAT")}

@@ -2,6 +2,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .secrets import SecretField, mask_secret
@@ -12,7 +13,7 @@ def check_base_url(url: str) -> None:
     does (lists, logs, job errors); they belong in the secret fields."""
     parts = urlsplit(url or "")
     if parts.username or parts.password or "@" in parts.netloc:
-        raise ValidationError("Put credentials in the secret fields, not in the URL (user:password@…).")
+        raise ValidationError(gettext("Put credentials in the secret fields, not in the URL (user:password@…)."))
 
 
 def same_host(a: str, b: str) -> bool:

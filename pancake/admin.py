@@ -9,11 +9,13 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from customers.models import NhanhCustomer
 from integrations.secrets import mask_secret
 from jobs.admin_pull import PullButtonsMixin
+from jobs.formatting import vnd
 from jobs.models import StartedBy
 
 from .models import PancakeAmbiguousLink, PancakeCustomer, PancakeCustomerPhone, PancakeNhanhLink, PancakePage
@@ -36,8 +38,8 @@ class PancakePageForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in PancakePage.SECRET_FIELDS:
             current = getattr(self.instance, name, "")
-            self.fields[name].help_text = (f"Stored: {mask_secret(current)}. Leave empty to keep it." if current
-                                           else "Not set.")
+            self.fields[name].help_text = (gettext("Stored: %(masked)s. Leave empty to keep it.")
+                                           % {"masked": mask_secret(current)} if current else gettext("Not set."))
 
     def clean(self):
         data = super().clean()
@@ -113,10 +115,10 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:customers_shopifycustomer_change",
                                                           args=[mapping.shopify_customer_id]), mapping.shopify_customer)
 
-    @admin.display(description=_("Total spent (VND)"))
+    @admin.display(description=_("Total spent"))
     def total_spent(self, obj):
         nhanh = self._nhanh(obj)
-        return f"{nhanh.total_spent:,}" if nhanh else "—"
+        return vnd(nhanh.total_spent) if nhanh else "—"
 
     def get_urls(self):
         urls = [path("link/", self.admin_site.admin_view(self.link_view), name="pancake_pancakecustomer_link")]
@@ -127,7 +129,7 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return TemplateResponse(request, "admin/pancake/link.html", {
-                **self.admin_site.each_context(request), "title": "Link Pancake ↔ Nhanh customers",
+                **self.admin_site.each_context(request), "title": gettext("Link Pancake ↔ Nhanh customers"),
                 "opts": self.model._meta})
         dry_run = bool(request.POST.get("dry_run"))
         job = start_link(dry_run=dry_run, started_by=StartedBy.USER, user=request.user, run_now=dry_run)
@@ -135,17 +137,18 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         if dry_run:
             meta = job.metadata
             messages.success(request, format_html(
-                'Dry run (<a href="{}">job #{}</a>): would link {}; {} ambiguous.', url, job.pk, meta.get("linked"),
+                gettext('Dry run (<a href="{}">job #{}</a>): would link {}; {} ambiguous.'), url, job.pk,
+                meta.get("linked"),
                 meta.get("ambiguous")))
         else:
-            messages.success(request, format_html('Linking started as <a href="{}">job #{}</a>.', url, job.pk))
+            messages.success(request, format_html(gettext('Linking started as <a href="{}">job #{}</a>.'), url, job.pk))
         return redirect("admin:pancake_pancakecustomer_changelist")
 
     def changelist_view(self, request, extra_context=None):
         buttons = []
         if request.user.has_perm(RUN_LINK):
             link = reverse("admin:pancake_pancakecustomer_link")
-            buttons = [{"url": link, "label": "Link to Nhanh customers by phone"}]
+            buttons = [{"url": link, "label": gettext("Link to Nhanh customers by phone")}]
         extra_context = {**(extra_context or {}), "can_run_pull": False, "extra_buttons": buttons}
         return super().changelist_view(request, extra_context=extra_context)
 

@@ -34,6 +34,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from jobs import services as jobs
 from jobs.models import BackgroundJob, JobStatus, StartedBy
@@ -187,7 +188,8 @@ def start_shop_sync(shop: Shop, *, sync_type: str = SyncType.REALTIME, started_b
                     user=None, retry_of=None, foreground: bool = False) -> BackgroundJob:
     """Sync one shop now (an entry claimed at once). ``foreground``: the caller runs the job (``run_job``)."""
     if SyncProgress.objects.filter(shop=shop, stage__in=ACTIVE_STAGES).exists():
-        raise RunRefused(f"shop {shop.shop_id} is already syncing; reset it first if it is stuck")
+        raise RunRefused(gettext("shop %(shop)s is already syncing; reset it first if it is stuck")
+                         % {"shop": shop.shop_id})
     entry = SyncQueue.objects.create(shop=shop, sync_type=sync_type, priority=MANUAL_PRIORITY)
     job = _claim_entry(entry, started_by=started_by, user=user, retry_of=retry_of)
     if not foreground:
@@ -620,7 +622,7 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
     ctx.progress(processed=figures["processed"], successful=figures["successful"], failed=figures["failed"],
                  total=figures["total"], metadata=figures["metadata"])
     if plan is None and progress.stage != Stage.FAILED:
-        raise RunRefused(f"shop {progress.shop.shop_id} is already syncing")
+        raise RunRefused(gettext("shop %(shop)s is already syncing") % {"shop": progress.shop.shop_id})
     if progress.stage != Stage.COMPLETED:
         raise RuntimeError(progress.error_message or f"the run ended {progress.stage}")
 
@@ -695,7 +697,7 @@ def retry_failed_chunks(shop: Shop, *, started_by: str = StartedBy.USER, user=No
     make the stage move on only when they have all finished again."""
     progress = SyncProgress.objects.filter(shop=shop).first()
     if progress is None or progress.stage != Stage.FAILED or not progress.failed_chunks:
-        raise RunRefused(f"shop {shop.shop_id} has no failed chunks to retry")
+        raise RunRefused(gettext("shop %(shop)s has no failed chunks to retry") % {"shop": shop.shop_id})
     job = jobs.create_job(ADS_SYNC, params={"shop": shop.pk, "queue_id": progress.queue_entry_id,
                                                     "retry_chunks": True},
                           started_by=started_by, user=user, retry_of=progress.job,
@@ -706,7 +708,7 @@ def retry_failed_chunks(shop: Shop, *, started_by: str = StartedBy.USER, user=No
                 stage=Stage.SYNCING_CAMPAIGNS, chunks_failed=F("chunks_failed") - n, failed_chunks=[],
                 error_message="", completed_at=None, performance_started_at=None, last_chunk_at=timezone.now(),
                 job=job):
-            raise RunRefused(f"shop {shop.shop_id} changed meanwhile; try again")
+            raise RunRefused(gettext("shop %(shop)s changed meanwhile; try again") % {"shop": shop.shop_id})
         SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True, status=QueueStatus.FAILED).update(
             status=QueueStatus.PENDING, attempts=0, error="")
         if progress.queue_entry_id:
