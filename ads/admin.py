@@ -9,13 +9,12 @@ from django.contrib import admin, messages
 from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
-from django.utils import formats
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from integrations.secrets import mask_secret
-from jobs.display import number
+from jobs.display import decimal, number
 from jobs.formatting import vnd
 from jobs.models import StartedBy
 
@@ -113,7 +112,7 @@ class ShopAdmin(admin.ModelAdmin):
     @admin.display(description=_("progress %"))
     def progress_percent(self, obj):
         p = self._progress(obj)
-        return f"{formats.number_format(p.progress_percent, 1)}%" if p else "—"
+        return f"{decimal(p.progress_percent)}%" if p else "—"
 
     @admin.display(description=_("synced/total"))
     def synced(self, obj):
@@ -124,7 +123,7 @@ class ShopAdmin(admin.ModelAdmin):
     def minutes_since_last_chunk(self, obj):
         p = self._progress(obj)
         value = p.minutes_since_last_chunk if p else None
-        return "—" if value is None else formats.number_format(value, 1)
+        return "—" if value is None else decimal(value)
 
     @admin.display(description=_("failed chunks"))
     def failed_chunk_count(self, obj):

@@ -32,10 +32,15 @@ def local_datetime(value) -> str:
     return f"{formats.date_format(local, 'SHORT_DATE_FORMAT')} {local:%H:%M:%S}"
 
 
+def decimal(value: float, places: int = 1) -> str:
+    """A rounded figure in the active language (5.0 in English, 5,0 in Vietnamese)."""
+    return formats.number_format(round(value, places), places, force_grouping=True)
+
+
 def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
     percent = job.percent
     if job.total:
-        progress = f"{number(job.processed)} / {number(job.total)} ({formats.number_format(percent, 1)}%)"
+        progress = f"{number(job.processed)} / {number(job.total)} ({decimal(percent)}%)"
     else:
         progress = gettext("%(n)s processed") % {"n": number(job.processed)}
     meta = job.metadata or {}
@@ -64,7 +69,7 @@ def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
         "percent": percent,
         "counts": gettext("%(ok)s ok / %(failed)s failed") % {"ok": number(job.successful),
                                                               "failed": number(job.failed)},
-        "speed": f"{formats.number_format(speed, 1, force_grouping=True)}/s" if speed else "—",
+        "speed": f"{decimal(speed)}/s" if speed else "—",
         "eta": duration(job.eta_seconds),
         # Local time (TIME_ZONE, Asia/Ho_Chi_Minh) in the language's format: dd/mm/yyyy in Vietnamese.
         "started": local_datetime(job.started_at),

@@ -8,8 +8,8 @@
     return el ? el.content : null;
   }
   // Translations come from the JavaScript catalog (/jsi18n/, loaded by templates/admin/base_site.html).
-  var t = window.gettext || function (s) { return s; };
-  var fmt = window.interpolate || function (s, args) { return s.replace("%s", args[0]); };
+  var gettext = window.gettext || function (s) { return s; };
+  var interpolate = window.interpolate || function (s, args) { return s.replace("%s", args[0]); };
   // Read at DOMContentLoaded: the admin loads this script in <head> before the <meta> tags it reads.
   var url = null;
   var baseline = 0;
@@ -65,7 +65,7 @@
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (data) {
         if (ids.length) data.jobs.forEach(apply);
-        notice(fmt(t("Live: updated every %s seconds while jobs run."), [anyActive() ? 2 : 10]));
+        notice(interpolate(gettext("Live: this page refreshes itself every %s seconds."), [anyActive() ? 2 : 10]));
         if (document.getElementById("changelist") && data.latest_id && data.latest_id > baseline) {
           window.location.reload();
           return;
@@ -73,7 +73,7 @@
         schedule();
       })
       .catch(function () {
-        notice(t("Live updates paused: the server did not answer. Retrying in 10 seconds…"), true);
+        notice(gettext("Live updates paused: the server did not answer. Retrying in 10 seconds…"), true);
         schedule(10000);
       });
   }
