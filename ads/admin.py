@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -63,8 +64,10 @@ class FailedFilter(admin.SimpleListFilter):
 
 class ShopForm(forms.ModelForm):
     base_url = forms.URLField(assume_scheme="https", initial="https://partner.shopeemobile.com",
+                              label=capfirst(_("base url")),
                               help_text=_("Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee)."))
     partner_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                  label=capfirst(_("partner key")),
                                   help_text=_("Leave empty to keep the stored key."))
 
     class Meta:

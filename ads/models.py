@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from integrations.secrets import SecretField, mask_secret
@@ -48,7 +49,7 @@ class Shop(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.name or 'shop'} ({self.shop_id})"
+        return f"{self.name or gettext('shop')} ({self.shop_id})"
 
     def __repr__(self):
         return f"<Shop {self.shop_id} token={mask_secret(self.access_token)}>"
@@ -249,8 +250,8 @@ class SyncQueue(models.Model):
         ]
 
     def __str__(self):
-        what = f"chunk {self.chunk_index}" if self.is_chunk else self.sync_type
-        return f"{self.shop.shop_id} {what} ({self.status})"
+        what = gettext("chunk %(n)s") % {"n": self.chunk_index} if self.is_chunk else self.get_sync_type_display()
+        return f"{self.shop.shop_id} {what} ({self.get_status_display()})"
 
     @property
     def offset(self) -> int | None:

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from jobs.admin_pull import PullButtonsMixin
 from jobs.formatting import vnd
@@ -69,8 +70,10 @@ class ShopifyStateFilter(admin.SimpleListFilter):
     title, parameter_name = _("state"), "state"
 
     def lookups(self, request, model_admin):
-        return [("ENABLED", _("Enabled")), ("DISABLED", _("Disabled")), ("INVITED", _("Invited")),
-                ("DECLINED", _("Declined"))]
+        return [("ENABLED", pgettext_lazy("Shopify customer state", "Enabled")),
+                ("DISABLED", pgettext_lazy("Shopify customer state", "Disabled")),
+                ("INVITED", pgettext_lazy("Shopify customer state", "Invited")),
+                ("DECLINED", pgettext_lazy("Shopify customer state", "Declined"))]
 
     def queryset(self, request, queryset):
         return queryset.filter(state=self.value()) if self.value() else queryset

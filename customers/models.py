@@ -1,7 +1,9 @@
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from jobs.formatting import vnd
 from jobs.ingest import UpstreamRecord
 
 
@@ -38,7 +40,7 @@ class NhanhCustomer(UpstreamRecord):
         ordering = ["-upstream_updated_at", "-id"]
 
     def __str__(self):
-        return f"{self.name or '(no name)'} · Nhanh #{self.nhanh_id}"
+        return f"{self.name or gettext('(no name)')} · Nhanh #{self.nhanh_id}"
 
 
 class ShopifyCustomer(UpstreamRecord):
@@ -66,7 +68,7 @@ class ShopifyCustomer(UpstreamRecord):
 
     def __str__(self):
         name = f"{self.last_name} {self.first_name}".strip()
-        return f"{name or self.email or '(no name)'} · Shopify #{self.shopify_id}"
+        return f"{name or self.email or gettext('(no name)')} · Shopify #{self.shopify_id}"
 
     @property
     def gid(self) -> str:
@@ -186,7 +188,8 @@ class AmbiguousMatch(models.Model):
         verbose_name_plural = _("ambiguous matches")
 
     def __str__(self):
-        return f"Nhanh customer {self.nhanh_customer_id}: {len(self.shopify_candidates)} candidates"
+        return gettext("Nhanh customer %(id)s: %(n)d candidates") % {"id": self.nhanh_customer_id,
+                                                                       "n": len(self.shopify_candidates)}
 
 
 DEFAULT_LOYALTY_TIERS = [("Member", 0), ("Bronze", 3_000_000), ("Silver", 6_000_000), ("Gold", 10_000_000),
@@ -206,4 +209,4 @@ class LoyaltyTier(models.Model):
         ordering = ["min_total"]
 
     def __str__(self):
-        return f"{self.name} (≥ {self.min_total:,} VND)"
+        return f"{self.name} (≥ {vnd(self.min_total)})"

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.utils import formats, timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -13,9 +14,11 @@ class ConnectionForm(forms.ModelForm):
     """Secrets are write-only: the form never sends them back to the browser; leaving the box empty
     keeps the stored value."""
 
-    base_url = forms.URLField(assume_scheme="https", max_length=300)
-    access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
-    secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    base_url = forms.URLField(assume_scheme="https", max_length=300, label=capfirst(_("base url")))
+    access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                   label=capfirst(_("access token")))
+    secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                 label=capfirst(_("secret key")))
     client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
                                     label=_("Client secret (Shopify)"))
     FORM_SECRETS = ("access_token", "secret_key", "client_secret")

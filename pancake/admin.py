@@ -9,6 +9,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -27,8 +28,10 @@ RUN_LINK = "pancake.run_pancake_link"
 class PancakePageForm(forms.ModelForm):
     """Tokens are write-only: never sent back to the browser; an empty box keeps the stored value."""
 
-    page_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
-    user_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    page_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                        label=capfirst(_("page access token")))
+    user_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                        label=capfirst(_("user access token")))
 
     class Meta:
         model = PancakePage

@@ -2,6 +2,7 @@
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from integrations.secrets import SecretField, mask_secret
@@ -36,7 +37,7 @@ class PancakePage(models.Model):
         permissions = [("run_pancake_link", "Can link Pancake customers to Nhanh customers")]
 
     def __str__(self):
-        return f"{self.name or 'Page'} ({self.page_id})"
+        return f"{self.name or gettext('Page')} ({self.page_id})"
 
     def __repr__(self):
         return f"<PancakePage {self.page_id} token={mask_secret(self.page_access_token)}>"
@@ -71,7 +72,8 @@ class PancakeCustomer(UpstreamRecord):
         indexes = [models.Index(fields=["page", "upstream_updated_at"], name="pancake_cust_page_updated")]
 
     def __str__(self):
-        return f"{self.name or '(no name)'} · page {self.page_id} psid {self.psid}"
+        return gettext("%(name)s · page %(page)s psid %(psid)s") % {
+            "name": self.name or gettext("(no name)"), "page": self.page_id, "psid": self.psid}
 
 
 class PancakeCustomerPhone(models.Model):
@@ -125,4 +127,5 @@ class PancakeAmbiguousLink(models.Model):
         ordering = ["pancake_customer_id"]
 
     def __str__(self):
-        return f"Pancake customer {self.pancake_customer_id}: {len(self.nhanh_candidates)} candidates"
+        return gettext("Pancake customer %(id)s: %(n)d candidates") % {"id": self.pancake_customer_id,
+                                                                         "n": len(self.nhanh_candidates)}
