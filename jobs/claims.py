@@ -189,7 +189,7 @@ def holding_pull(ctx: JobContext):
     except (PullSuperseded, JobHandedBack, JobSuperseded):
         raise  # the pull stays held: by the next attempt, or by whoever superseded it
     except JobCancelled:
-        finish_pull(progress_id, token, PullStatus.CANCELLED, error="Cancelled by staff.")
+        finish_pull(progress_id, token, PullStatus.CANCELLED, error=gettext("Cancelled by staff."))
         raise
     except BaseException as exc:
         finish_pull(progress_id, token, PullStatus.FAILED, error=f"{type(exc).__name__}: {exc}")

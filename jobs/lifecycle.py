@@ -218,7 +218,7 @@ def run_job(job_id: int, *, worker: str = "") -> str:
         log.warning("job %s attempt %s stopped: a newer attempt owns the job", job_id, ctx.attempt)
         return "SUPERSEDED"
     except PullSuperseded:
-        _finish(job_id, JobStatus.CANCELLED, ctx=ctx, error="Stopped: the pull was force-restarted or reset.")
+        _finish(job_id, JobStatus.CANCELLED, ctx=ctx, error=gettext("Stopped: the pull was force-restarted or reset."))
         log.info("job %s stopped: its pull was superseded", job_id)
         return JobStatus.CANCELLED
     except Exception as exc:

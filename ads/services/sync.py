@@ -161,7 +161,7 @@ def process_queue(batch: int | None = None, *, started_by: str = StartedBy.BEAT)
             if entry.shop_id in busy:
                 continue
             if not entry.shop.enabled:
-                SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.FAILED, error="shop disabled",
+                SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.FAILED, error=gettext("shop disabled"),
                                                             finished_at=timezone.now())
                 continue
             busy.add(entry.shop_id)
@@ -228,9 +228,9 @@ def begin_run(entry_id: int) -> Plan | None:
                 SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.PENDING)
         except IntegrityError:
             SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.COMPLETED, finished_at=now,
-                                                         error="merged into the pending entry of this shop")
+                                                         error=gettext("merged into the pending entry of this shop"))
         _update_job(entry.job_id, status=JobStatus.CANCELLED, completed_at=now,
-                    error="Another sync of this shop is running; the entry stays queued.")
+                    error=gettext("Another sync of this shop is running; the entry stays queued."))
         return None
     _update_job(entry.job_id, status=JobStatus.RUNNING, started_at=now)
     client = shop_client(shop)
@@ -534,8 +534,10 @@ def finish_run(shop_pk: int, run_id, *, performance_error: str = "") -> str | No
         return None
     problems = []
     if progress.failed_chunks:
-        listed = "; ".join(f"chunk {f['index']}: {f['error']}" for f in progress.failed_chunks[:10])
-        problems.append(f"{len(progress.failed_chunks)} of {progress.total_chunks} chunks failed ({listed})")
+        listed = "; ".join(gettext("chunk %(index)s: %(error)s") % {"index": f["index"], "error": f["error"]}
+                           for f in progress.failed_chunks[:10])
+        problems.append(gettext("%(failed)d of %(total)d chunks failed (%(chunks)s)") % {
+            "failed": len(progress.failed_chunks), "total": progress.total_chunks, "chunks": listed})
     if performance_error:
         problems.append(performance_error)
     stage = Stage.FAILED if problems else Stage.COMPLETED
@@ -638,7 +640,8 @@ def restart_job(*, params, started_by, user, retry_of=None, force_restart=False)
         job = jobs.create_job(ADS_SYNC, params=dict(params), started_by=started_by, user=user,
                               retry_of=retry_of, metadata={"shop_id": shop.shop_id})
         _update_job(job.pk, status=JobStatus.CANCELLED, completed_at=timezone.now(),
-                    error=f"{exc}. The shop was queued to sync after the current run.")
+                    error=gettext("%(error)s. The shop was queued to sync after the current run.") % {
+                        "error": exc})
         job.refresh_from_db()
         return job
 
@@ -661,7 +664,7 @@ def cleanup_stuck() -> list[int]:
         _log_stage(SyncProgress.objects.filter(shop_id=progress.shop_id), Stage.FAILED)
         SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True,
                                  status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
-            status=QueueStatus.FAILED, error="stuck run cleaned up", finished_at=timezone.now())
+            status=QueueStatus.FAILED, error=gettext("stuck run cleaned up"), finished_at=timezone.now())
         _close_run(progress.shop_id, progress.run_id, failed=True)
         enqueue_shop(progress.shop, sync_type=progress.sync_type, priority=MANUAL_PRIORITY)
         cleaned.append(progress.shop.shop_id)
@@ -680,13 +683,13 @@ def reset_shop(shop: Shop) -> dict:
         stage_log=[{"stage": Stage.IDLE, "at": now.isoformat()}])
     chunks = SyncQueue.objects.filter(run_id=old_run, is_chunk=True,
                                       status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
-        status=QueueStatus.FAILED, error="reset by staff", finished_at=now)
+        status=QueueStatus.FAILED, error=gettext("reset by staff"), finished_at=now)
     if progress.queue_entry_id:
         SyncQueue.objects.filter(pk=progress.queue_entry_id, status=QueueStatus.PROCESSING).update(
-            status=QueueStatus.FAILED, error="reset by staff", finished_at=now)
+            status=QueueStatus.FAILED, error=gettext("reset by staff"), finished_at=now)
     if progress.job_id:
         BackgroundJob.objects.filter(pk=progress.job_id, status__in=[JobStatus.PENDING, JobStatus.RUNNING]).update(
-            status=JobStatus.CANCELLED, error="Reset by staff.", completed_at=now)
+            status=JobStatus.CANCELLED, error=gettext("Reset by staff."), completed_at=now)
     pending, _ = SyncQueue.objects.filter(shop=shop, is_chunk=False, status=QueueStatus.PENDING).delete()
     return {"chunks_failed": chunks, "pending_removed": pending}
 
