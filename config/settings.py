@@ -151,7 +151,7 @@ X_FRAME_OPTIONS = "DENY"
 CSRF_FAILURE_VIEW = "jobs.http.csrf_failure"
 if not DEBUG and env.bool("HTTPS", default=False):
     # Behind a TLS proxy that sets X-Forwarded-Proto: cookies only over HTTPS, plain HTTP redirected, HSTS.
-    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = LANGUAGE_COOKIE_SECURE = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600)

@@ -370,3 +370,55 @@ def test_commands_print_english():
     done = subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"), "shell", "-c", code],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "LANGUAGE_CODE": "vi"})
     assert done.stdout.strip().splitlines()[-1] == "Background jobs", done.stderr
+
+
+# --- what a new app must mark -------------------------------------------------------------------------------
+def _lazy(value) -> bool:
+    from django.utils.functional import Promise
+
+    return isinstance(value, Promise)
+
+
+def test_every_model_field_admin_column_and_action_of_ours_is_translatable():
+    """A model, field, admin column, action or filter added later without gettext_lazy fails here, by name
+    (``python -m hub.mark_models app/models.py`` marks a models.py; see README, Language)."""
+    from django.apps import apps
+
+    unmarked = []
+    for config in apps.get_app_configs():
+        if config.label not in OUR_APPS:
+            continue
+        if config.models and not _lazy(config.verbose_name):
+            unmarked.append(f"app {config.label}: verbose_name")
+        for model in config.get_models():
+            opts = model._meta
+            for attr in ("verbose_name", "verbose_name_plural"):
+                if not _lazy(getattr(opts, attr)):
+                    unmarked.append(f"{opts.label}: Meta.{attr}")
+            for field in opts.get_fields():
+                if not field.concrete or field.auto_created:
+                    continue
+                if not _lazy(field.verbose_name):
+                    unmarked.append(f"{opts.label}.{field.name}: verbose_name")
+                if field.help_text and not _lazy(field.help_text):
+                    unmarked.append(f"{opts.label}.{field.name}: help_text")
+                for _value, label in field.flatchoices or ():
+                    if isinstance(label, str) and not _lazy(label) and not label.isdigit():
+                        unmarked.append(f"{opts.label}.{field.name}: choice {label!r}")
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in OUR_APPS:
+            continue
+        name = type(model_admin).__name__
+        for column in model_admin.list_display:
+            method = getattr(model_admin, column, None) if isinstance(column, str) else column
+            if callable(method) and column != "__str__" and not _lazy(getattr(method, "short_description", None)):
+                unmarked.append(f"{name}.{column}: description")
+        for action in model_admin.actions or ():
+            method = getattr(model_admin, action, None) if isinstance(action, str) else action
+            if method is not None and not _lazy(getattr(method, "short_description", None)):
+                unmarked.append(f"{name}.{action}: action description")
+        for list_filter in model_admin.list_filter:
+            title = getattr(list_filter, "title", None) if isinstance(list_filter, type) else None
+            if title is not None and not _lazy(title):
+                unmarked.append(f"{name}: filter title {title!r}")
+    assert unmarked == []
