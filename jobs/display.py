@@ -3,9 +3,19 @@ so the live page and a reload never disagree."""
 
 from django.conf import settings
 from django.utils import formats, timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext, pgettext_lazy
 
 from .models import BackgroundJob, JobStatus
+
+# Shopify's BulkOperationStatus, as the dashboard shows it after "Shopify".
+SHOPIFY_BULK_STAGES = {
+    "CREATED": pgettext_lazy("Shopify bulk operation", "created"),
+    "RUNNING": pgettext_lazy("Shopify bulk operation", "running"),
+    "CANCELING": pgettext_lazy("Shopify bulk operation", "canceling"),
+    "CANCELED": pgettext_lazy("Shopify bulk operation", "canceled"),
+    "FAILED": pgettext_lazy("Shopify bulk operation", "failed"),
+    "EXPIRED": pgettext_lazy("Shopify bulk operation", "expired"),
+}
 
 
 def duration(seconds: float | None) -> str:
@@ -46,7 +56,10 @@ def job_display(job: BackgroundJob) -> dict[str, str | float | bool | None]:
     meta = job.metadata or {}
     if meta.get("path"):  # how a pull reads its upstream (Shopify: bulk operation or paged) and, for bulk, its stage
         stage = meta.get("stage")
-        upstream = f"{meta['path']}" + (f" · Shopify {stage.lower()}" if stage and stage != "COMPLETED" else "")
+        path = {"bulk": pgettext("how a pull reads", "bulk"), "paged": pgettext("how a pull reads", "paged")}.get(
+            meta["path"], meta["path"])
+        shown_stage = SHOPIFY_BULK_STAGES.get(stage, str(stage or "").lower())
+        upstream = path + (f" · Shopify {shown_stage}" if stage and stage != "COMPLETED" else "")
         if stage in ("CREATED", "RUNNING") and meta.get("object_count") is not None:
             upstream += " (" + gettext("%(n)s ready") % {"n": number(meta["object_count"])} + ")"
         progress = f"{progress} · {upstream}"
