@@ -1,7 +1,7 @@
 """Strings staff see on our admin that come from Django's admin or django-celery-beat and that their own
-Vietnamese catalogues lack (Django's vi catalogue predates them; django-celery-beat ships no Vietnamese). Marked
-here with gettext_noop only so ``bin/messages`` extracts them into our catalogue, which Django reads before
-theirs (LOCALE_PATHS). Nothing imports this module."""
+Vietnamese catalogues lack or get wrong (Django's vi catalogue predates them; django-celery-beat ships no
+Vietnamese). Marked here with gettext_noop only so ``bin/messages`` extracts them into our catalogue, which
+Django reads before theirs (LOCALE_PATHS). Nothing imports this module."""
 
 from django.utils.translation import gettext_noop
 
@@ -28,6 +28,8 @@ DJANGO_ADMIN = [
     gettext_noop("Deleted:"),
     gettext_noop("Forgotten your login credentials?"),
     gettext_noop("In case you’ve forgotten, you are:"),
+    # Django's Vietnamese reads "Các mô models trong …" here.
+    gettext_noop("Models in the %(name)s application"),
 ]
 
 CELERY_BEAT = [
