@@ -34,8 +34,10 @@ def po_path(language: str, domain: str) -> Path:
 def _makemessages(domain: str, languages=LANGUAGES) -> None:
     from django.core.management import call_command
 
+    # File names without line numbers: a catalogue that changes only where strings change merges cleanly.
     call_command("makemessages", locale=list(languages), domain=domain, ignore_patterns=IGNORE,
-                 no_obsolete=True, verbosity=0, **({"extensions": ["js"]} if domain == "djangojs" else {}))
+                 no_obsolete=True, add_location="file", verbosity=0,
+                 **({"extensions": ["js"]} if domain == "djangojs" else {}))
 
 
 def update() -> None:
