@@ -10,8 +10,13 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from integrations.secrets import mask_secret
+from jobs.display import decimal, number
+from jobs.formatting import vnd
 from jobs.models import StartedBy
 
 from . import services
@@ -32,10 +37,10 @@ PERM_RESET, PERM_RETRY, PERM_ENQUEUE = "ads.reset_shop_sync", "ads.retry_failed_
 
 
 class StuckFilter(admin.SimpleListFilter):
-    title, parameter_name = "stuck", "stuck"
+    title, parameter_name = _("stuck"), "stuck"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Stuck (no chunk progress for 30 min)")]
+        return [("yes", _("Stuck (no chunk progress for 30 min)"))]
 
     def queryset(self, request, queryset):
         if self.value() != "yes":
@@ -46,10 +51,10 @@ class StuckFilter(admin.SimpleListFilter):
 
 
 class FailedFilter(admin.SimpleListFilter):
-    title, parameter_name = "failed", "failed"
+    title, parameter_name = _("failed"), "failed"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Failed or with failed chunks")]
+        return [("yes", _("Failed or with failed chunks"))]
 
     def queryset(self, request, queryset):
         if self.value() != "yes":
@@ -59,9 +64,11 @@ class FailedFilter(admin.SimpleListFilter):
 
 class ShopForm(forms.ModelForm):
     base_url = forms.URLField(assume_scheme="https", initial="https://partner.shopeemobile.com",
-                              help_text="Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee).")
+                              label=capfirst(_("base url")),
+                              help_text=_("Shopee Open Platform host (the sandbox: http://127.0.0.1:8765/shopee)."))
     partner_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                                  help_text="Leave empty to keep the stored key.")
+                                  label=capfirst(_("partner key")),
+                                  help_text=_("Leave empty to keep the stored key."))
 
     class Meta:
         model = Shop
@@ -72,7 +79,7 @@ class ShopForm(forms.ModelForm):
         if not value:
             if self.instance.pk:
                 return self.instance.partner_key
-            raise forms.ValidationError("A new shop needs the partner key.")
+            raise forms.ValidationError(gettext("A new shop needs the partner key."))
         return value
 
 
@@ -92,41 +99,41 @@ class ShopAdmin(admin.ModelAdmin):
     def _progress(self, obj):
         return getattr(obj, "progress", None)
 
-    @admin.display(description="stage")
+    @admin.display(description=_("stage"))
     def stage(self, obj):
         p = self._progress(obj)
         if p is None:
             return Stage.IDLE.label
         label = p.get_stage_display()
-        return f"{label} (stuck)" if p.is_stuck else label
+        return gettext("%(stage)s (stuck)") % {"stage": label} if p.is_stuck else label
 
-    @admin.display(description="chunk x/y")
+    @admin.display(description=_("chunk x/y"))
     def chunks(self, obj):
         p = self._progress(obj)
         return f"{p.chunks_finished}/{p.total_chunks}" if p else "—"
 
-    @admin.display(description="progress %")
+    @admin.display(description=_("progress %"))
     def progress_percent(self, obj):
         p = self._progress(obj)
-        return f"{p.progress_percent:.1f}%" if p else "—"
+        return f"{decimal(p.progress_percent)}%" if p else "—"
 
-    @admin.display(description="synced/total")
+    @admin.display(description=_("synced/total"))
     def synced(self, obj):
         p = self._progress(obj)
-        return f"{p.synced_campaigns:,}/{p.total_campaigns:,}" if p else "—"
+        return f"{number(p.synced_campaigns)}/{number(p.total_campaigns)}" if p else "—"
 
-    @admin.display(description="min since last chunk")
+    @admin.display(description=_("min since last chunk"))
     def minutes_since_last_chunk(self, obj):
         p = self._progress(obj)
         value = p.minutes_since_last_chunk if p else None
-        return "—" if value is None else f"{value:.1f}"
+        return "—" if value is None else decimal(value)
 
-    @admin.display(description="failed chunks")
+    @admin.display(description=_("failed chunks"))
     def failed_chunk_count(self, obj):
         p = self._progress(obj)
         return len(p.failed_chunks) if p else 0
 
-    @admin.display(description="job")
+    @admin.display(description=_("job"))
     def job_link(self, obj):
         p = self._progress(obj)
         if not p or not p.job_id:
@@ -134,25 +141,26 @@ class ShopAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">#{}</a>', reverse("admin:jobs_backgroundjob_change", args=[p.job_id]),
                            p.job_id)
 
-    @admin.display(description="access token")
+    @admin.display(description=_("access token"))
     def masked_access_token(self, obj):
         return mask_secret(obj.access_token) or "—"
 
-    @admin.display(description="refresh token")
+    @admin.display(description=_("refresh token"))
     def masked_refresh_token(self, obj):
         return mask_secret(obj.refresh_token) or "—"
 
-    @admin.display(description="last sync error")
+    @admin.display(description=_("last sync error"))
     def sync_error(self, obj):
         p = self._progress(obj)
         return (p.error_message if p else "") or "—"
 
-    @admin.display(description="failed chunks")
+    @admin.display(description=_("failed chunks"))
     def failed_chunks_detail(self, obj):
         p = self._progress(obj)
         if not p or not p.failed_chunks:
             return "—"
-        return "; ".join(f"chunk {f['index']}: {f['error']}" for f in p.failed_chunks)
+        return "; ".join(gettext("chunk %(index)s: %(error)s") % {"index": f["index"], "error": f["error"]}
+                         for f in p.failed_chunks)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -169,14 +177,15 @@ class ShopAdmin(admin.ModelAdmin):
     def has_enqueue_shop_sync_permission(self, request):
         return request.user.has_perm(PERM_ENQUEUE)
 
-    @admin.action(description="Enqueue a sync now", permissions=["enqueue_shop_sync"])
+    @admin.action(description=_("Enqueue a sync now"), permissions=["enqueue_shop_sync"])
     def enqueue_now(self, request, queryset):
         queued = [s for s in queryset if services.enqueue_shop(s, priority=services.sync.MANUAL_PRIORITY)]
         started = services.process_queue(started_by=StartedBy.USER)
-        self.message_user(request, f"{len(queued)} shop(s) queued; {len(started)} run(s) started now "
-                                   "(shops already syncing start after their current run).")
+        self.message_user(request, gettext("%(queued)d shop(s) queued; %(started)d run(s) started now (shops already "
+                                           "syncing start after their current run).") % {"queued": len(queued),
+                                                                                         "started": len(started)})
 
-    @admin.action(description="Retry failed chunks", permissions=["retry_failed_chunks"])
+    @admin.action(description=_("Retry failed chunks"), permissions=["retry_failed_chunks"])
     def retry_failed(self, request, queryset):
         for shop in queryset:
             try:
@@ -185,15 +194,17 @@ class ShopAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
             else:
                 self.message_user(request, format_html(
-                    'Shop {}: failed chunks retried as <a href="{}">job #{}</a>.', shop.shop_id,
+                    gettext('Shop {}: failed chunks retried as <a href="{}">job #{}</a>.'), shop.shop_id,
                     reverse("admin:jobs_backgroundjob_change", args=[job.pk]), job.pk))
 
-    @admin.action(description="Reset shop (back to idle, clear its pending entries)", permissions=["reset_shop_sync"])
+    @admin.action(description=_("Reset shop (back to idle, clear its pending entries)"),
+                  permissions=["reset_shop_sync"])
     def reset(self, request, queryset):
         for shop in queryset:
             result = services.reset_shop(shop)
-            self.message_user(request, f"Shop {shop.shop_id} reset: {result['chunks_failed']} open chunk(s) "
-                                       f"stopped, {result['pending_removed']} pending entr(ies) removed.")
+            self.message_user(request, gettext(
+                "Shop %(shop)s reset: %(chunks)d open chunk(s) stopped, %(pending)d pending entr(ies) removed.") % {
+                "shop": shop.shop_id, "chunks": result["chunks_failed"], "pending": result["pending_removed"]})
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -206,18 +217,30 @@ class ReadOnly(admin.ModelAdmin):
 
 @admin.register(Campaign)
 class CampaignAdmin(ReadOnly):
-    list_display = ("campaign_id", "name", "shop", "ad_type", "status", "daily_budget", "synced_at")
+    list_display = ("campaign_id", "name", "shop", "ad_type", "status", "daily_budget_vnd", "synced_at")
     list_filter = ("ad_type", "status", "shop")
     search_fields = ("=campaign_id", "name")
     show_full_result_count = False
 
+    @admin.display(description=_("daily budget"), ordering="daily_budget")
+    def daily_budget_vnd(self, obj):
+        return vnd(obj.daily_budget) or "—"
+
 
 @admin.register(CampaignDailyPerformance)
 class CampaignDailyPerformanceAdmin(ReadOnly):
-    list_display = ("campaign", "date", "impressions", "clicks", "spend", "broad_gmv", "roas")
+    list_display = ("campaign", "date", "impressions", "clicks", "spend_vnd", "broad_gmv_vnd", "roas")
     list_filter = ("date",)
     search_fields = ("=campaign__campaign_id",)
     show_full_result_count = False
+
+    @admin.display(description=_("spend"), ordering="spend")
+    def spend_vnd(self, obj):
+        return vnd(obj.spend)
+
+    @admin.display(description=_("broad gmv"), ordering="broad_gmv")
+    def broad_gmv_vnd(self, obj):
+        return vnd(obj.broad_gmv)
 
 
 @admin.register(SyncQueue)
@@ -228,21 +251,37 @@ class SyncQueueAdmin(ReadOnly):
     search_fields = ("=shop__shop_id", "=run_id")
     exclude = ("campaign_ids",)
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def short_error(self, obj):
         return obj.error[:120]
 
 
 @admin.register(BudgetSchedule)
 class BudgetScheduleAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "campaign", "days_of_week", "start_time", "end_time", "budget", "enabled",
-                    "applied_occurrence", "previous_budget", "last_error")
+    list_display = ("__str__", "campaign", "days_of_week", "start_time", "end_time", "budget_vnd", "enabled",
+                    "applied_occurrence", "previous_budget_vnd", "last_error")
     list_filter = ("enabled",)
     raw_id_fields = ("campaign",)
     readonly_fields = ("applied_occurrence", "previous_budget", "applied_at", "last_error")
 
+    @admin.display(description=_("budget"), ordering="budget")
+    def budget_vnd(self, obj):
+        return vnd(obj.budget)
+
+    @admin.display(description=_("previous budget"), ordering="previous_budget")
+    def previous_budget_vnd(self, obj):
+        return vnd(obj.previous_budget) or "—"
+
 
 @admin.register(BudgetLog)
 class BudgetLogAdmin(ReadOnly):
-    list_display = ("created_at", "campaign", "action", "old_budget", "new_budget", "ok", "occurrence", "error")
+    list_display = ("created_at", "campaign", "action", "old_budget_vnd", "new_budget_vnd", "ok", "occurrence", "error")
     list_filter = ("action", "ok")
+
+    @admin.display(description=_("old budget"), ordering="old_budget")
+    def old_budget_vnd(self, obj):
+        return vnd(obj.old_budget) or "—"
+
+    @admin.display(description=_("new budget"), ordering="new_budget")
+    def new_budget_vnd(self, obj):
+        return vnd(obj.new_budget) or "—"

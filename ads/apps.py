@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class AdsConfig(AppConfig):
     name = "ads"
-    verbose_name = "Shopee ads"
+    verbose_name = _("Shopee ads")
 
     def ready(self):
         from config.schedules import Schedule, register
@@ -14,7 +15,7 @@ class AdsConfig(AppConfig):
 
         # The one place ads registers its job kind. Not resumable: a run whose worker died is failed (its shop
         # is failed and re-queued by the stuck cleanup), never re-run over the chunks another run may hold.
-        jobs.register_job_type(ADS_SYNC, label="Shopee ads sync", run=sync.run_sync_job, start=sync.restart_job,
+        jobs.register_job_type(ADS_SYNC, label=_("Shopee ads sync"), run=sync.run_sync_job, start=sync.restart_job,
                                permission="ads.enqueue_shop_sync", resumable=False)
         register(
             Schedule("Ads: enqueue shops", "ads.enqueue_shops", "*/15 * * * *", 600,

@@ -7,6 +7,7 @@ from datetime import date
 
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext
 
 WIDTH, HEIGHT = 640, 180
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 70, 16, 28, 28
@@ -23,7 +24,7 @@ def _fmt(value: float) -> str:
 def line_chart(points: Sequence[tuple[date, float]], *, title: str, color: str = "#447e9b") -> SafeString:
     """One series over days: axes, min/max labels, first and last date, a dot per day with a tooltip."""
     if not points:
-        return format_html('<p class="help">{}: no data yet.</p>', title)
+        return format_html('<p class="help">{}</p>', gettext("%(chart)s: no data yet.") % {"chart": title})
     values = [float(v) for _, v in points]
     low, high = min(0.0, min(values)), max(values)
     span = (high - low) or 1.0
@@ -59,7 +60,7 @@ def shop_charts(shop, days: int = 30) -> list[SafeString]:
     """Daily spend, GMV and ROAS of the shop's last ``days`` days of results."""
     rows = list(shop.daily.order_by("-date").values_list("date", "spend", "broad_gmv", "roas")[:days])[::-1]
     return [
-        line_chart([(d, float(s)) for d, s, _, _ in rows], title="Daily spend (₫)", color="#c0392b"),
-        line_chart([(d, float(g)) for d, _, g, _ in rows], title="Daily GMV (₫)", color="#27ae60"),
-        line_chart([(d, float(r)) for d, _, _, r in rows], title="ROAS (GMV / spend)", color="#2c3e50"),
+        line_chart([(d, float(s)) for d, s, _, _ in rows], title=gettext("Daily spend (₫)"), color="#c0392b"),
+        line_chart([(d, float(g)) for d, _, g, _ in rows], title=gettext("Daily GMV (₫)"), color="#27ae60"),
+        line_chart([(d, float(r)) for d, _, _, r in rows], title=gettext("ROAS (GMV / spend)"), color="#2c3e50"),
     ]

@@ -6,8 +6,11 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from jobs.formatting import vnd
 from jobs.models import StartedBy
 
 from . import search
@@ -22,28 +25,28 @@ SYNC = "customers.sync_to_shopify"
 
 def _job_message(request, job, what: str):
     url = reverse("admin:jobs_backgroundjob_change", args=[job.pk])
-    messages.success(request, format_html('{} started as <a href="{}">job #{}</a>.', what, url, job.pk))
+    messages.success(request, format_html(gettext('{} started as <a href="{}">job #{}</a>.'), what, url, job.pk))
 
 
 class MatchForm(forms.Form):
-    nhanh_id = forms.IntegerField(label="Nhanh customer id", help_text="The id in Nhanh (not our row id).")
-    shopify_id = forms.IntegerField(label="Shopify customer id", help_text="The number at the end of the gid.")
+    nhanh_id = forms.IntegerField(label=_("Nhanh customer id"), help_text=_("The id in Nhanh (not our row id)."))
+    shopify_id = forms.IntegerField(label=_("Shopify customer id"), help_text=_("The number at the end of the gid."))
 
     def clean(self):
         data = super().clean()
         self.nhanh = NhanhCustomer.objects.filter(nhanh_id=data.get("nhanh_id")).first()
         self.shopify = ShopifyCustomer.objects.filter(shopify_id=data.get("shopify_id")).first()
         if self.nhanh is None:
-            self.add_error("nhanh_id", "No pulled Nhanh customer has this id; pull it first.")
+            self.add_error("nhanh_id", gettext("No pulled Nhanh customer has this id; pull it first."))
         if self.shopify is None:
-            self.add_error("shopify_id", "No pulled Shopify customer has this id; pull it first.")
+            self.add_error("shopify_id", gettext("No pulled Shopify customer has this id; pull it first."))
         return data
 
 
 @admin.register(CustomerMapping)
 class CustomerMappingAdmin(admin.ModelAdmin):
     list_display = ("nhanh_col", "shopify_col", "is_active", "matched_by", "matched_phone", "sync_status",
-                    "synced_at", "last_sent_total", "last_sent_tier", "sync_attempts", "error_col")
+                    "synced_at", "last_sent_total_col", "last_sent_tier", "sync_attempts", "error_col")
     list_filter = ("matched_by", "sync_status", "is_active")
     search_fields = ("nhanh_customer__name", "nhanh_customer__mobile", "nhanh_customer__email",
                      "=nhanh_customer__nhanh_id", "shopify_customer__first_name", "shopify_customer__last_name",
@@ -83,31 +86,35 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     def has_unmatch_permission(self, request):
         return request.user.has_perm("customers.change_customermapping")
 
-    @admin.display(description="Nhanh customer", ordering="nhanh_customer__name")
+    @admin.display(description=_("Nhanh customer"), ordering="nhanh_customer__name")
     def nhanh_col(self, m):
-        return f"{m.nhanh_customer.name} (#{m.nhanh_customer.nhanh_id}, {m.nhanh_customer.total_spent:,} ₫)"
+        return f"{m.nhanh_customer.name} (#{m.nhanh_customer.nhanh_id}, {vnd(m.nhanh_customer.total_spent)})"
 
-    @admin.display(description="Shopify customer", ordering="shopify_customer__last_name")
+    @admin.display(description=_("last sent total"), ordering="last_sent_total")
+    def last_sent_total_col(self, m):
+        return vnd(m.last_sent_total) or "—"
+
+    @admin.display(description=_("Shopify customer"), ordering="shopify_customer__last_name")
     def shopify_col(self, m):
         return str(m.shopify_customer)
 
-    @admin.display(description="Last error")
+    @admin.display(description=_("Last error"))
     def error_col(self, m):
         return (m.last_error[:120] + "…") if len(m.last_error) > 120 else m.last_error
 
-    @admin.action(description="Sync selected to Shopify (forced)", permissions=["sync"])
+    @admin.action(description=_("Sync selected to Shopify (forced)"), permissions=["sync"])
     def sync_selected(self, request, queryset):
         ids = list(queryset.filter(is_active=True).values_list("pk", flat=True))
         if not ids:
-            self.message_user(request, "None of the selected mappings is active.", messages.WARNING)
+            self.message_user(request, gettext("None of the selected mappings is active."), messages.WARNING)
             return
         _job_message(request, start_sync(scope="ids", ids=ids, started_by=StartedBy.USER, user=request.user),
-                     f"Sync of {len(ids)} customer(s)")
+                     gettext("Sync of %(n)d customer(s)") % {"n": len(ids)})
 
-    @admin.action(description="Unmatch selected (auto-match will leave them alone)", permissions=["unmatch"])
+    @admin.action(description=_("Unmatch selected (auto-match will leave them alone)"), permissions=["unmatch"])
     def unmatch_selected(self, request, queryset):
         n = unmatch(list(queryset), user=request.user)
-        self.message_user(request, f"Unmatched {n} pair(s).")
+        self.message_user(request, gettext("Unmatched %(n)d pair(s).") % {"n": n})
 
     # --- buttons ------------------------------------------------------------------------------------
     def get_urls(self):
@@ -124,15 +131,18 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         buttons = []
         if request.user.has_perm(RUN_AUTOMATCH):
-            buttons += [{"url": reverse("admin:customers_customermapping_automatch"), "label": "Auto-match now",
-                         "title": "Match unmapped customers by phone"},
-                        {"url": reverse("admin:customers_customermapping_dry_run"), "label": "Dry run",
-                         "title": "Report what auto-match would create, without writing"}]
+            buttons += [{"url": reverse("admin:customers_customermapping_automatch"),
+                         "label": gettext("Auto-match now"),
+                         "title": gettext("Match unmapped customers by phone")},
+                        {"url": reverse("admin:customers_customermapping_dry_run"), "label": gettext("Dry run"),
+                         "title": gettext("Report what auto-match would create, without writing")}]
         if request.user.has_perm(SYNC):
-            buttons += [{"url": reverse("admin:customers_customermapping_sync_all"), "label": "Sync all matched",
-                         "title": "Send total spent and tier of every matched customer"},
-                        {"url": reverse("admin:customers_customermapping_retry_failed"), "label": "Retry failed",
-                         "title": "Send again only the customers whose last sync failed"}]
+            buttons += [{"url": reverse("admin:customers_customermapping_sync_all"),
+                         "label": gettext("Sync all matched"),
+                         "title": gettext("Send total spent and tier of every matched customer")},
+                        {"url": reverse("admin:customers_customermapping_retry_failed"),
+                         "label": gettext("Retry failed"),
+                         "title": gettext("Send again only the customers whose last sync failed")}]
         extra_context = {**(extra_context or {}), "post_buttons": buttons,
                          "can_match": request.user.has_perm("customers.add_customermapping")}
         return super().changelist_view(request, extra_context=extra_context)
@@ -143,7 +153,7 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     def automatch_view(self, request):
         if not request.user.has_perm(RUN_AUTOMATCH):
             raise PermissionDenied
-        _job_message(request, start_auto_match(started_by=StartedBy.USER, user=request.user), "Auto-match")
+        _job_message(request, start_auto_match(started_by=StartedBy.USER, user=request.user), gettext("Auto-match"))
         return self._back()
 
     def dry_run_view(self, request):
@@ -151,23 +161,25 @@ class CustomerMappingAdmin(admin.ModelAdmin):
             raise PermissionDenied
         job = start_auto_match(dry_run=True, started_by=StartedBy.USER, user=request.user, run_now=True)
         m = job.metadata
-        messages.info(request, f"Dry run (job #{job.pk}): would match {m.get('matched', 0)}, "
-                               f"{m.get('ambiguous', 0)} ambiguous, {m.get('skipped_no_phone', 0)} without a phone, "
-                               f"{m.get('no_candidate', 0)} without a candidate. Nothing was written.")
+        messages.info(request, gettext(
+            "Dry run (job #%(id)s): would match %(matched)s, %(ambiguous)s ambiguous, %(no_phone)s without a phone, "
+            "%(no_candidate)s without a candidate. Nothing was written.") % {
+            "id": job.pk, "matched": m.get("matched", 0), "ambiguous": m.get("ambiguous", 0),
+            "no_phone": m.get("skipped_no_phone", 0), "no_candidate": m.get("no_candidate", 0)})
         return self._back()
 
     def sync_all_view(self, request):
         if not request.user.has_perm(SYNC):
             raise PermissionDenied
         _job_message(request, start_sync(scope="all", started_by=StartedBy.USER, user=request.user),
-                     "Sync of all matched customers")
+                     gettext("Sync of all matched customers"))
         return self._back()
 
     def retry_failed_view(self, request):
         if not request.user.has_perm(SYNC):
             raise PermissionDenied
         _job_message(request, start_sync(scope="failed", started_by=StartedBy.USER, user=request.user),
-                     "Retry of failed syncs")
+                     gettext("Retry of failed syncs"))
         return self._back()
 
     def match_view(self, request):
@@ -180,10 +192,11 @@ class CustomerMappingAdmin(admin.ModelAdmin):
             except MappingError as exc:
                 messages.error(request, str(exc))
             else:
-                messages.success(request, f"Matched {form.nhanh} with {form.shopify}.")
+                messages.success(request, gettext("Matched %(nhanh)s with %(shopify)s.") % {"nhanh": form.nhanh,
+                                                                                           "shopify": form.shopify})
                 return self._back()
         return TemplateResponse(request, "admin/customers/match.html", {
-            **self.admin_site.each_context(request), "title": "Match customers manually", "form": form,
+            **self.admin_site.each_context(request), "title": gettext("Match customers manually"), "form": form,
             "opts": self.model._meta})
 
 
@@ -247,21 +260,25 @@ class AmbiguousMatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    @admin.display(description="Phones")
+    @admin.display(description=_("Phones"))
     def phones_col(self, a):
         return ", ".join(a.phones)
 
-    @admin.display(description="Shopify customers with that phone")
+    @admin.display(description=_("Shopify customers with that phone"))
     def candidates_col(self, a):
         return _customer_links(a.candidate_rows)
 
-    @admin.display(description="Other Nhanh customers claiming them")
+    @admin.display(description=_("Other Nhanh customers claiming them"))
     def rivals_col(self, a):
         return _customer_links(a.rival_rows) or "—"
 
 
 @admin.register(LoyaltyTier)
 class LoyaltyTierAdmin(admin.ModelAdmin):
-    list_display = ("name", "min_total")
+    list_display = ("name", "min_total", "min_total_vnd")
     list_editable = ("min_total",)
     list_display_links = ("name",)
+
+    @admin.display(description=_("lowest total"), ordering="min_total")
+    def min_total_vnd(self, tier):
+        return vnd(tier.min_total)

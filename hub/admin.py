@@ -11,6 +11,8 @@ schedule into a different task either.
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
@@ -39,7 +41,7 @@ class ScheduleOnlyForm(beat_admin.PeriodicTaskForm):
     def clean(self):
         data = forms.ModelForm.clean(self)  # the parent insists on a task name, which this form does not edit
         if data.get("expire_seconds") is not None and data.get("expires"):
-            raise forms.ValidationError("Only one can be set, in expires and expire_seconds")
+            raise forms.ValidationError(gettext("Only one can be set, in expires and expire_seconds"))
         return data
 
 
@@ -65,24 +67,24 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
         return [(name, {**opts, "fields": tuple(f for f in opts["fields"] if f != "regtask")})
                 for name, opts in fieldsets]
 
-    @admin.action(description="Enable selected tasks", permissions=["change"])
+    @admin.action(description=_("Enable selected tasks"), permissions=["change"])
     def enable_tasks(self, request, queryset):
         return super().enable_tasks(request, queryset)
 
-    @admin.action(description="Disable selected tasks", permissions=["change"])
+    @admin.action(description=_("Disable selected tasks"), permissions=["change"])
     def disable_tasks(self, request, queryset):
         return super().disable_tasks(request, queryset)
 
-    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
+    @admin.action(description=_("Toggle activity of selected tasks"), permissions=["change"])
     def toggle_tasks(self, request, queryset):
         return super().toggle_tasks(request, queryset)
 
-    @admin.action(description="Run selected tasks", permissions=["view"])
+    @admin.action(description=_("Run selected tasks"), permissions=["view"])
     def run_tasks(self, request, queryset):
         refused = sorted({t.name for t in queryset if not may_run_task(request.user, t.task)})
         if refused:
-            self.message_user(request, f"Not run: you lack the permissions to start {', '.join(refused)}. "
-                                       "Nothing was run.", messages.ERROR)
+            self.message_user(request, gettext("Not run: you lack the permissions to start %(tasks)s. Nothing was run.")
+                              % {"tasks": ", ".join(refused)}, messages.ERROR)
             return None
         return super().run_tasks(request, queryset)
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class HubConfig(AppConfig):
@@ -21,7 +22,7 @@ class HubConfig(AppConfig):
 
         connection_created.connect(_owner_only_sqlite_files, dispatch_uid="shopbridge-sqlite-owner-only")
         admin.site.site_header = "ShopBridge"
-        admin.site.site_title = "ShopBridge admin"
+        admin.site.site_title = _("ShopBridge admin")
         admin.site.index_title = "Nhanh · Shopify · Pancake · Shopee"
 
 

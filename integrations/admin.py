@@ -1,5 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.utils import formats, timezone
+from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .clients import check_connection
 from .models import Connection, check_base_url, same_host
@@ -10,11 +14,13 @@ class ConnectionForm(forms.ModelForm):
     """Secrets are write-only: the form never sends them back to the browser; leaving the box empty
     keeps the stored value."""
 
-    base_url = forms.URLField(assume_scheme="https", max_length=300)
-    access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
-    secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    base_url = forms.URLField(assume_scheme="https", max_length=300, label=capfirst(_("base url")))
+    access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                   label=capfirst(_("access token")))
+    secret_key = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                 label=capfirst(_("secret key")))
     client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
-                                    label="Client secret (Shopify)")
+                                    label=_("Client secret (Shopify)"))
     FORM_SECRETS = ("access_token", "secret_key", "client_secret")
 
     class Meta:
@@ -28,7 +34,8 @@ class ConnectionForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in self.FORM_SECRETS:
             current = getattr(self.instance, name, "")
-            hint = f"Stored: {mask_secret(current)}. Leave empty to keep it." if current else "Not set."
+            hint = (gettext("Stored: %(masked)s. Leave empty to keep it.") % {"masked": mask_secret(current)} if current
+                    else gettext("Not set."))
             self.fields[name].help_text = hint
 
     def clean_base_url(self):
@@ -47,8 +54,9 @@ class ConnectionForm(forms.ModelForm):
             missing = [self.fields[name].label or name for name in stored if not data.get(name)]
             if missing:
                 raise forms.ValidationError(
-                    f"The host changed: enter the credentials for the new host again ({', '.join(map(str, missing))})."
-                    " Stored secrets are only ever sent to the host they were entered for.")
+                    gettext("The host changed: enter the credentials for the new host again (%(fields)s). Stored "
+                            "secrets are only ever sent to the host they were entered for.")
+                    % {"fields": ", ".join(map(str, missing))})
             self.instance.issued_token = ""
             self.instance.issued_token_obtained_at = self.instance.issued_token_expires_at = None
         for name in self.FORM_SECRETS:
@@ -56,9 +64,9 @@ class ConnectionForm(forms.ModelForm):
                 data[name] = getattr(self.instance, name)
         if data.get("system") == "shopify":
             if bool(data.get("client_id")) != bool(data.get("client_secret")):
-                raise forms.ValidationError("A Shopify app needs both its client id and its client secret.")
+                raise forms.ValidationError(gettext("A Shopify app needs both its client id and its client secret."))
             if not data.get("access_token") and not data.get("client_id"):
-                raise forms.ValidationError("Shopify needs a legacy access token, or a client id and secret.")
+                raise forms.ValidationError(gettext("Shopify needs a legacy access token, or a client id and secret."))
             if self.instance.pk and (data.get("client_id") != self.instance.client_id
                                      or data.get("client_secret") != self.instance.client_secret):
                 # A token obtained with other credentials must not outlive them.
@@ -75,22 +83,27 @@ class ConnectionAdmin(admin.ModelAdmin):
     actions = ["test_connection"]
 
     # Staff who may change a connection may test it (it calls the upstream with the stored secrets).
-    @admin.action(description="Test connection (one authenticated call; changes nothing)", permissions=["change"])
+    @admin.action(description=_("Test connection (one authenticated call; changes nothing)"), permissions=["change"])
     def test_connection(self, request, queryset):
         for conn in queryset:
             ok, text = check_connection(conn)
             self.message_user(request, text, messages.SUCCESS if ok else messages.ERROR)
 
-    @admin.display(description="Access token")
+    @admin.display(description=_("Access token"))
     def token_col(self, obj):
         if obj.uses_client_credentials:
             expiry = obj.issued_token_expires_at
-            return f"client {obj.client_id[:8]}… (token until {expiry:%Y-%m-%d %H:%M})" if expiry else \
-                f"client {obj.client_id[:8]}… (no token yet)"
+            if expiry:
+                return gettext("client %(id)s… (token until %(until)s)") % {
+                    "id": obj.client_id[:8],
+                    "until": formats.date_format(timezone.localtime(expiry), "SHORT_DATETIME_FORMAT")}
+            return gettext("client %(id)s… (no token yet)") % {"id": obj.client_id[:8]}
         return obj.masked_token or "—"
 
-    @admin.display(description="Token obtained with the client id + secret")
+    @admin.display(description=_("Token obtained with the client id + secret"))
     def issued_token_col(self, obj):
         if not obj.issued_token:
             return "—"
-        return f"{mask_secret(obj.issued_token)}, expires {obj.issued_token_expires_at:%Y-%m-%d %H:%M %Z}"
+        return gettext("%(token)s, expires %(when)s") % {
+            "token": mask_secret(obj.issued_token),
+            "when": formats.date_format(timezone.localtime(obj.issued_token_expires_at), "SHORT_DATETIME_FORMAT")}

@@ -8,6 +8,7 @@ import importlib
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from .models import get_connection
 
@@ -56,13 +57,15 @@ def check_connection(connection) -> tuple[bool, str]:
     try:
         cls = client_class(connection.system)
     except (ValueError, ImportError):
-        return False, f"{label}: no client for this upstream yet, so it cannot be tested."
+        return False,
+        gettext("%(system)s: no client for this upstream yet, so it cannot be tested.") % {"system": label}
     if not callable(getattr(cls, "test_connection", None)):
-        return False, f"{label}: its client has no connection test yet."
+        return False, gettext("%(system)s: its client has no connection test yet.") % {"system": label}
     try:
         client = cls.from_connection(connection, **CONNECTION_TEST_OPTIONS)
     except (TypeError, ValueError) as exc:
-        return False, f"{label}: the connection settings are incomplete ({exc})."
+        return False, gettext("%(system)s: the connection settings are incomplete (%(error)s).") % {
+            "system": label, "error": exc}
     try:
         return True, f"{label}: {client.test_connection()}"
     except UpstreamError as exc:

@@ -2,6 +2,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .secrets import SecretField, mask_secret
 
@@ -11,7 +13,7 @@ def check_base_url(url: str) -> None:
     does (lists, logs, job errors); they belong in the secret fields."""
     parts = urlsplit(url or "")
     if parts.username or parts.password or "@" in parts.netloc:
-        raise ValidationError("Put credentials in the secret fields, not in the URL (user:password@…).")
+        raise ValidationError(gettext("Put credentials in the secret fields, not in the URL (user:password@…)."))
 
 
 def same_host(a: str, b: str) -> bool:
@@ -21,47 +23,58 @@ def same_host(a: str, b: str) -> bool:
 
 
 class System(models.TextChoices):
-    NHANH = "nhanh", "Nhanh.vn"
-    SHOPIFY = "shopify", "Shopify"
-    PANCAKE = "pancake", "Pancake"
-    SHOPEE = "shopee", "Shopee"
+    NHANH = "nhanh", _("Nhanh.vn")
+    SHOPIFY = "shopify", _("Shopify")
+    PANCAKE = "pancake", _("Pancake")
+    SHOPEE = "shopee", _("Shopee")
 
 
 class Connection(models.Model):
     """Where and how to reach one upstream. Edited in the admin; ``manage.py demo`` points these at the
     sandboxes. Secrets are never logged and the admin shows them masked."""
 
-    system = models.CharField(max_length=20, choices=System.choices, unique=True)
-    base_url = models.URLField(
+    system = models.CharField(verbose_name=_("system"), max_length=20, choices=System.choices, unique=True)
+    base_url = models.URLField(verbose_name=_("base url"),
         max_length=300, validators=[check_base_url],
-        help_text="Nhanh: https://pos.open.nhanh.vn · Shopify: https://YOUR-SHOP.myshopify.com",
+        help_text=_("Nhanh: https://pos.open.nhanh.vn · Shopify: https://YOUR-SHOP.myshopify.com"),
     )
-    api_version = models.CharField(max_length=20, blank=True, help_text="Shopify: e.g. 2026-10. Nhanh: 3.0.")
-    app_id = models.CharField(max_length=100, blank=True, help_text="Nhanh appId / Pancake or Shopee partner id.")
-    business_id = models.CharField(max_length=100, blank=True, help_text="Nhanh businessId.")
-    access_token = SecretField(blank=True, help_text="Shopify: a legacy custom-app token (shpat_…, never "
-                                    "expires); leave empty when the app uses a client id and secret.")
-    secret_key = SecretField(blank=True, help_text="Nhanh secretKey / client secret, when the API needs one.")
+    api_version = models.CharField(verbose_name=_("api version"), max_length=20, blank=True,
+                                   help_text=_("Shopify: e.g. 2026-10. Nhanh: 3.0."))
+    app_id = models.CharField(verbose_name=_("app id"), max_length=100, blank=True,
+                              help_text=_("Nhanh appId / Pancake or Shopee partner id."))
+    business_id = models.CharField(verbose_name=_("business id"), max_length=100, blank=True,
+                                   help_text=_("Nhanh businessId."))
+    access_token = SecretField(verbose_name=_("access token"), blank=True,
+                               help_text=_("Shopify: a legacy custom-app token (shpat_…, never "
+                                    "expires); leave empty when the app uses a client id and secret."))
+    secret_key = SecretField(verbose_name=_("secret key"), blank=True,
+                             help_text=_("Nhanh secretKey / client secret, when the API needs one."))
     # Shopify Dev Dashboard app: the client-credentials grant gives a token that lasts ~24 h.
-    client_id = models.CharField(max_length=100, blank=True,
-                                 help_text="Shopify: the app's client id (Dev Dashboard → app → Settings). With "
-                                           "the client secret, used instead of an access token.")
-    client_secret = SecretField(blank=True, help_text="Shopify: the app's client secret (shpss_…).")
+    client_id = models.CharField(verbose_name=_("client id"), max_length=100, blank=True,
+                                 help_text=_("Shopify: the app's client id (Dev Dashboard → app → Settings). With "
+                                           "the client secret, used instead of an access token."))
+    client_secret = SecretField(verbose_name=_("client secret"), blank=True,
+                                help_text=_("Shopify: the app's client secret (shpss_…)."))
     # The token obtained with the client id + secret, shared by every worker; renewed before it expires.
-    issued_token = SecretField(blank=True, editable=False)
-    issued_token_obtained_at = models.DateTimeField(null=True, blank=True, editable=False)
-    issued_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
-    requests_per_window = models.PositiveIntegerField(
+    issued_token = SecretField(verbose_name=_("issued token"), blank=True, editable=False)
+    issued_token_obtained_at = models.DateTimeField(verbose_name=_("issued token obtained at"), null=True, blank=True,
+                                                    editable=False)
+    issued_token_expires_at = models.DateTimeField(verbose_name=_("issued token expires at"), null=True, blank=True,
+                                                   editable=False)
+    requests_per_window = models.PositiveIntegerField(verbose_name=_("requests per window"),
         null=True, blank=True,
-        help_text="Client-side request cap (Nhanh documents 150 per 30 s per URL). Empty: no client cap.",
+        help_text=_("Client-side request cap (Nhanh documents 150 per 30 s per URL). Empty: no client cap."),
     )
-    window_seconds = models.PositiveIntegerField(default=30)
-    is_sandbox = models.BooleanField(default=False, help_text="Points at the local sandbox (demo/tests).")
-    updated_at = models.DateTimeField(auto_now=True)
+    window_seconds = models.PositiveIntegerField(verbose_name=_("window seconds"), default=30)
+    is_sandbox = models.BooleanField(verbose_name=_("is sandbox"), default=False,
+                                     help_text=_("Points at the local sandbox (demo/tests)."))
+    updated_at = models.DateTimeField(verbose_name=_("updated at"), auto_now=True)
 
     SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token")
 
     class Meta:
+        verbose_name = _("connection")
+        verbose_name_plural = _("connections")
         ordering = ["system"]
 
     def __str__(self):

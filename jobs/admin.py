@@ -3,6 +3,8 @@ import json
 from django.contrib import admin, messages
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .admin_pull import pull_view
@@ -15,7 +17,7 @@ from .registry import job_type_choices
 class JobTypeFilter(admin.SimpleListFilter):
     """Job types as the apps registered them, with their labels."""
 
-    title = "type"
+    title = _("type")
     parameter_name = "type__exact"  # the URL the default filter used (bookmarks keep working)
 
     def lookups(self, request, model_admin):
@@ -51,10 +53,10 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("type", "status_col", "progress_col", "counts_col", "error_pretty")}),
-        ("Timing", {"fields": (
+        (_("Timing"), {"fields": (
             "created_at", "started_col", "elapsed_col", "speed_col", "eta_col", "heartbeat_col", "completed_at",
         )}),
-        ("Details", {"fields": ("metadata_pretty", "params_pretty", "started_by_col", "retry_of",
+        (_("Details"), {"fields": ("metadata_pretty", "params_pretty", "started_by_col", "retry_of",
                                 "cancel_requested", "celery_task_id")}),
     )
 
@@ -91,7 +93,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
         latest = BackgroundJob.objects.order_by("-pk").values_list("pk", flat=True).first()
         extra_context = {
             **(extra_context or {}), "jobs_poll_url": reverse("jobs:job-list"), "jobs_latest_id": latest or 0,
-            "title": "Job dashboard",
+            "title": gettext("Job dashboard"),
         }
         return super().changelist_view(request, extra_context=extra_context)
 
@@ -100,11 +102,11 @@ class BackgroundJobAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
 
     # --- columns ----------------------------------------------------------------------------------
-    @admin.display(description="Type", ordering="type")
+    @admin.display(description=_("Type"), ordering="type")
     def type_col(self, job):
         return job.type_label
 
-    @admin.display(description="Status", ordering="status")
+    @admin.display(description=_("Status"), ordering="status")
     def status_col(self, job):
         d = job_display(job)
         return format_html(
@@ -112,7 +114,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
             d["status_class"], job.pk, int(job.is_active), d["status"],
         )
 
-    @admin.display(description="Progress")
+    @admin.display(description=_("Progress"))
     def progress_col(self, job):
         d = job_display(job)
         width = d["percent"] if d["percent"] is not None else 0
@@ -123,49 +125,49 @@ class BackgroundJobAdmin(admin.ModelAdmin):
             indeterminate, job.pk, f"{width:.1f}", job.pk, d["progress"],
         )
 
-    @admin.display(description="Successful / failed")
+    @admin.display(description=_("Successful / failed"))
     def counts_col(self, job):
         return _cell(job, "counts", job_display(job)["counts"])
 
-    @admin.display(description="Speed")
+    @admin.display(description=_("Speed"))
     def speed_col(self, job):
         return _cell(job, "speed", job_display(job)["speed"])
 
-    @admin.display(description="ETA")
+    @admin.display(description=_("ETA"))
     def eta_col(self, job):
         return _cell(job, "eta", job_display(job)["eta"])
 
-    @admin.display(description="Started", ordering="started_at")
+    @admin.display(description=_("Started"), ordering="started_at")
     def started_col(self, job):
         return _cell(job, "started", job_display(job)["started"])
 
-    @admin.display(description="Elapsed")
+    @admin.display(description=_("Elapsed"))
     def elapsed_col(self, job):
         return _cell(job, "elapsed", job_display(job)["elapsed"])
 
-    @admin.display(description="Heartbeat")
+    @admin.display(description=_("Heartbeat"))
     def heartbeat_col(self, job):
         return _cell(job, "heartbeat", job_display(job)["heartbeat"])
 
-    @admin.display(description="Started by", ordering="started_by")
+    @admin.display(description=_("Started by"), ordering="started_by")
     def started_by_col(self, job):
         return job.started_by_label
 
-    @admin.display(description="Metadata")
+    @admin.display(description=_("Metadata"))
     def metadata_pretty(self, job):
         return format_html('<pre class="sb-json">{}</pre>', json.dumps(job.metadata, indent=2, ensure_ascii=False))
 
-    @admin.display(description="Parameters")
+    @admin.display(description=_("Parameters"))
     def params_pretty(self, job):
         return format_html('<pre class="sb-json">{}</pre>', json.dumps(job.params, indent=2, ensure_ascii=False))
 
-    @admin.display(description="Error")
+    @admin.display(description=_("Error"))
     def error_pretty(self, job):
         if not job.error:
             return "—"
         return format_html('<pre class="sb-error">{}</pre>', job.error)
 
-    @admin.display(description="Error")
+    @admin.display(description=_("Error"))
     def error_message_col(self, job):
         return job.error.split("\n", 1)[0] if job.error else "—"
 
@@ -178,34 +180,40 @@ class BackgroundJobAdmin(admin.ModelAdmin):
                                                 for f in opts["fields"])}) for name, opts in fieldsets]
 
     # --- actions ----------------------------------------------------------------------------------
-    @admin.action(description="Cancel selected jobs", permissions=["cancel"])
+    @admin.action(description=_("Cancel selected jobs"), permissions=["cancel"])
     def cancel_jobs(self, request, queryset):
         done = sum(services.cancel_job(job) for job in queryset.filter(status__in=ACTIVE_STATUSES))
         skipped = queryset.count() - done
-        self.message_user(request, f"Cancel requested for {done} job(s); running ones stop at their next batch.")
+        self.message_user(request, gettext("Cancel requested for %(n)d job(s); running ones stop at their next "
+                                           "batch.") % {"n": done})
         if skipped:
-            self.message_user(request, f"{skipped} job(s) had already finished.", messages.WARNING)
+            self.message_user(request, gettext("%(n)d job(s) had already finished.") % {"n": skipped}, messages.WARNING)
 
-    @admin.action(description="Retry selected jobs (same parameters)", permissions=["retry"])
+    @admin.action(description=_("Retry selected jobs (same parameters)"), permissions=["retry"])
     def retry_jobs(self, request, queryset):
         for job in queryset.exclude(status__in=ACTIVE_STATUSES):
             if not services.may_start(request.user, job.type):
-                self.message_user(request, f"Job #{job.pk} not retried: you may not start {job.type_label} jobs.",
+                self.message_user(request,
+                                  gettext("Job #%(id)s not retried: you may not start %(type)s jobs.") % {"id": job.pk,
+                                                                                        "type": job.type_label},
                                   messages.ERROR)
                 continue
             try:
                 new = services.retry_job(job, user=request.user)
             except services.PullRefused as exc:
-                self.message_user(request, f"Job #{job.pk} not retried: {exc}", messages.ERROR)
+                self.message_user(request,
+                                  gettext("Job #%(id)s not retried: %(error)s") % {"id": job.pk,
+                                                                                   "error": exc}, messages.ERROR)
             else:
-                self.message_user(request, f"Job #{job.pk} retried as job #{new.pk}.")
+                self.message_user(request,
+                                  gettext("Job #%(id)s retried as job #%(new)s.") % {"id": job.pk, "new": new.pk})
         if queryset.filter(status__in=ACTIVE_STATUSES).exists():
-            self.message_user(request, "Running or pending jobs are not retried.", messages.WARNING)
+            self.message_user(request, gettext("Running or pending jobs are not retried."), messages.WARNING)
 
-    @admin.action(description="Mark stale jobs as failed", permissions=["cancel"])
+    @admin.action(description=_("Mark stale jobs as failed"), permissions=["cancel"])
     def fail_stale(self, request, queryset):
         n = services.fail_stale_jobs(queryset)
-        self.message_user(request, f"{n} stale job(s) marked as failed.")
+        self.message_user(request, gettext("%(n)d stale job(s) marked as failed.") % {"n": n})
 
 
 @admin.register(PullProgress)
@@ -252,38 +260,42 @@ class PullProgressAdmin(admin.ModelAdmin):
     def has_force_restart_permission(self, request):
         return request.user.has_perm("jobs.force_restart_pull")
 
-    @admin.display(description="State", ordering="status")
+    @admin.display(description=_("State"), ordering="status")
     def state_col(self, p):
         label = p.state_label
         cls = {"running": "running", "stale": "stale", "completed": "completed"}.get(label, "failed")
-        return format_html('<span class="sb-badge sb-{}">{}</span>', cls, label)
+        return format_html('<span class="sb-badge sb-{}">{}</span>', cls, p.state_display)
 
-    @admin.display(description="Heartbeat", ordering="last_pulled_at")
+    @admin.display(description=_("Heartbeat"), ordering="last_pulled_at")
     def heartbeat_col(self, p):
         from .display import duration
 
-        return f"{duration(p.heartbeat_age_seconds)} ago"
+        return gettext("%(duration)s ago") % {"duration": duration(p.heartbeat_age_seconds)}
 
-    @admin.display(description="Job")
+    @admin.display(description=_("Job"))
     def job_link(self, p):
         if not p.job_id:
             return "—"
         url = reverse("admin:jobs_backgroundjob_change", args=[p.job_id])
         return format_html('<a href="{}">#{}</a>', url, p.job_id)
 
-    @admin.action(description="Reset (delete progress and checkpoint)", permissions=["reset"])
+    @admin.action(description=_("Reset (delete progress and checkpoint)"), permissions=["reset"])
     def reset(self, request, queryset):
         n = services.reset_pulls(progress_ids=queryset.values_list("progress_id", flat=True))
-        self.message_user(request, f"Reset {n} pull(s). A worker still running one stops at its next batch.")
+        self.message_user(request, gettext("Reset %(n)d pull(s). A worker still running one stops at its next "
+                                           "batch.") % {"n": n})
 
-    @admin.action(description="Force restart (start again from the beginning)", permissions=["force_restart"])
+    @admin.action(description=_("Force restart (start again from the beginning)"), permissions=["force_restart"])
     def force_restart(self, request, queryset):
         for p in queryset.select_related("job"):
             if p.job_id is None:
-                self.message_user(request, f"{p.progress_id}: no job to restart from.", messages.WARNING)
+                self.message_user(request, gettext("%(pull)s: no job to restart from.") % {"pull": p.progress_id},
+                                  messages.WARNING)
                 continue
             if not services.may_start(request.user, p.job.type):
-                self.message_user(request, f"{p.progress_id}: you may not start {p.job.type_label} jobs.",
+                self.message_user(request,
+                                  gettext("%(pull)s: you may not start %(type)s jobs.") % {"pull": p.progress_id,
+                                                                                  "type": p.job.type_label},
                                   messages.ERROR)
                 continue
             try:
@@ -291,7 +303,9 @@ class PullProgressAdmin(admin.ModelAdmin):
             except services.PullRefused as exc:
                 self.message_user(request, f"{p.progress_id}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{p.progress_id} restarted as job #{new.pk}.")
+                self.message_user(request,
+                                  gettext("%(pull)s restarted as job #%(new)s.") % {"pull": p.progress_id,
+                                                                                    "new": new.pk})
 
 
 @admin.register(PullMark)

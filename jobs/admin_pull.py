@@ -10,6 +10,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from .claims import running_pulls
 from .errors import PullInputError, PullRefused
@@ -23,20 +25,22 @@ FORCE_RESTART = "jobs.force_restart_pull"
 def pull_form_class(spec: PullSpec) -> type[forms.Form]:
     """A form with the spec's modes, its filters and force restart."""
     fields: dict[str, forms.Field] = {
-        "mode": forms.ChoiceField(choices=[(m.name, m.label) for m in spec.modes], widget=forms.RadioSelect,
+        "mode": forms.ChoiceField(label=_("Mode"), choices=[(m.name, m.label) for m in spec.modes],
+                                  widget=forms.RadioSelect,
                                   initial=spec.modes[0].name),
     }
     for f in spec.filters:
         if f.form_field is not None:
             fields[f.field_name] = f.form_field()
     fields["force_restart"] = forms.BooleanField(
-        required=False, help_text="Stop a running pull with the same settings and start from the beginning.")
+        required=False, label=_("Force restart"),
+        help_text=_("Stop a running pull with the same settings and start from the beginning."))
     return type(f"{spec.system.capitalize()}{spec.kind.capitalize()}PullForm", (forms.Form,), fields)
 
 
 def pull_view(request, spec: PullSpec, *, back_url: str, opts=None, admin_site=None):
     if not request.user.has_perm(spec.permission):
-        raise PermissionDenied("You lack the permission to start pulls.")
+        raise PermissionDenied(gettext("You lack the permission to start pulls."))
     form = pull_form_class(spec)(request.POST or None)
     if not request.user.has_perm(FORCE_RESTART):
         del form.fields["force_restart"]
@@ -55,7 +59,7 @@ def pull_view(request, spec: PullSpec, *, back_url: str, opts=None, admin_site=N
             return redirect(back_url)
     context = {
         **(admin_site.each_context(request) if admin_site else {}),
-        "title": f"Pull {spec.kind} from {spec.system_label}",
+        "title": spec.label,
         "opts": opts,
         "back_url": back_url,
         "form": form,
@@ -68,20 +72,21 @@ def _report(request, started):
     job = started.job
     link = reverse("admin:jobs_backgroundjob_change", args=[job.pk])
     if not started.synchronous:
-        resumed = " It resumes from the checkpoint of an unfinished run." if started.resumed else ""
+        resumed = " " + gettext("It resumes from the checkpoint of an unfinished run.") if started.resumed else ""
         messages.success(request, format_html(
-            'Pull started in the background as <a href="{}">job #{}</a>; watch it on the job dashboard.{}',
+            gettext('Pull started in the background as <a href="{}">job #{}</a>; watch it on the job dashboard.{}'),
             link, job.pk, resumed))
     elif job.status == JobStatus.COMPLETED:
         r = result_of(job)
         messages.success(request, format_html(
-            'Pull finished (<a href="{}">job #{}</a>): {} created, {} updated, {} unchanged, {} failed.',
+            gettext('Pull finished (<a href="{}">job #{}</a>): {} created, {} updated, {} unchanged, {} failed.'),
             link, job.pk, r.created, r.updated, r.skipped, r.failed))
         if r.errors:
-            messages.warning(request, "Rows that could not be read: " + "; ".join(r.errors[:5]))
+            messages.warning(request,
+                             gettext("Rows that could not be read: %(rows)s") % {"rows": "; ".join(r.errors[:5])})
     else:
-        messages.error(request, format_html('Pull <a href="{}">job #{}</a> {}: {}', link, job.pk,
-                                            job.get_status_display().lower(), job.error.split("\n", 1)[0]))
+        messages.error(request, format_html(gettext('Pull <a href="{}">job #{}</a> {}: {}'), link, job.pk,
+                                            str(job.get_status_display()).lower(), job.error.split("\n", 1)[0]))
 
 
 class PullButtonsMixin:

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .errors import JobCancelled, JobHandedBack, JobSuperseded, PullCapReached, PullConflict, PullSuperseded
 from .lifecycle import create_job
@@ -89,8 +90,8 @@ def claim_pull(
         if others.count() >= cap:
             names = ", ".join(others.values_list("progress_id", flat=True)[:cap])
             raise PullCapReached(
-                f"{cap} pulls are already running ({names}); the limit is {cap}. "
-                "Wait for one to finish or cancel one."
+                gettext("%(cap)d pulls are already running (%(names)s); the limit is %(cap)d. "
+                        "Wait for one to finish or cancel one.") % {"cap": cap, "names": names}
             )
         job = create_job(
             job_type, params={**params, "progress_id": progress_id}, started_by=started_by, user=user,
@@ -134,13 +135,14 @@ def claim_pull(
 
 
 def _conflict_message(holder: PullProgress) -> str:
-    started = timezone.localtime(holder.started_at).strftime("%Y-%m-%d %H:%M:%S")
-    job = f" (job #{holder.job_id})" if holder.job_id else ""
-    return (
-        f"Pull {holder.progress_id} is already running{job} since {started}, "
-        f"last heartbeat {int(holder.heartbeat_age_seconds)} s ago. "
+    from .display import local_datetime
+
+    job = gettext(" (job #%(id)s)") % {"id": holder.job_id} if holder.job_id else ""
+    return gettext(
+        "Pull %(pull)s is already running%(job)s since %(started)s, last heartbeat %(age)d s ago. "
         "Wait for it to finish, or force a restart."
-    )
+    ) % {"pull": holder.progress_id, "job": job, "started": local_datetime(holder.started_at),
+         "age": int(holder.heartbeat_age_seconds)}
 
 
 # --- while running --------------------------------------------------------------------------------
@@ -187,7 +189,7 @@ def holding_pull(ctx: JobContext):
     except (PullSuperseded, JobHandedBack, JobSuperseded):
         raise  # the pull stays held: by the next attempt, or by whoever superseded it
     except JobCancelled:
-        finish_pull(progress_id, token, PullStatus.CANCELLED, error="Cancelled by staff.")
+        finish_pull(progress_id, token, PullStatus.CANCELLED, error=gettext("Cancelled by staff."))
         raise
     except BaseException as exc:
         finish_pull(progress_id, token, PullStatus.FAILED, error=f"{type(exc).__name__}: {exc}")

@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from . import bulk
 from .pulls import BatchResult
@@ -25,10 +26,10 @@ from .pulls import BatchResult
 class UpstreamRecord(models.Model):
     """Fields every pulled record has: the raw payload, its hash (unchanged rows are skipped), our times."""
 
-    raw = models.JSONField(default=dict)
-    payload_hash = models.CharField(max_length=32)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+    raw = models.JSONField(verbose_name=_("raw"), default=dict)
+    payload_hash = models.CharField(verbose_name=_("payload hash"), max_length=32)
+    created_at = models.DateTimeField(verbose_name=_("created at"), default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(verbose_name=_("updated at"), default=timezone.now, editable=False)
 
     class Meta:
         abstract = True

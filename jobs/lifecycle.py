@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from .errors import JobBusy, JobCancelled, JobHandedBack, JobSuperseded, PullSuperseded
 from .models import BackgroundJob, JobStatus, PullProgress, PullStatus, StartedBy, stale_after
@@ -217,7 +218,7 @@ def run_job(job_id: int, *, worker: str = "") -> str:
         log.warning("job %s attempt %s stopped: a newer attempt owns the job", job_id, ctx.attempt)
         return "SUPERSEDED"
     except PullSuperseded:
-        _finish(job_id, JobStatus.CANCELLED, ctx=ctx, error="Stopped: the pull was force-restarted or reset.")
+        _finish(job_id, JobStatus.CANCELLED, ctx=ctx, error=gettext("Stopped: the pull was force-restarted or reset."))
         log.info("job %s stopped: its pull was superseded", job_id)
         return JobStatus.CANCELLED
     except Exception as exc:
@@ -287,17 +288,20 @@ def rescue_job(job_id: int, *, why: str, requeue: bool = True, dead: Q | None = 
         held = PullProgress.objects.filter(job_id=job.pk, status=PullStatus.RUNNING).exists()
         rescues = list(job.metadata.get("rescues", []))
         if progress_id and not held:
-            job.status, job.error = JobStatus.CANCELLED, f"Stopped: pull {progress_id} is no longer held by this job."
+            job.status, job.error = JobStatus.CANCELLED, gettext(
+                "Stopped: pull %(pull)s is no longer held by this job.") % {"pull": progress_id}
             outcome = "superseded"
         elif kind is None or not kind.resumable:
             job.status = JobStatus.FAILED
-            job.error = (f"No heartbeat for more than {int(stale_after().total_seconds())} s: the worker probably "
-                         f"died, and {job.type_label} jobs cannot resume safely. Retry it.")
+            job.error = gettext("No heartbeat for more than %(s)d s: the worker probably died, and %(type)s jobs "
+                                "cannot resume safely. Retry it.") % {"s": int(stale_after().total_seconds()),
+                                                                      "type": job.type_label}
             outcome = "failed"
         elif len(rescues) >= max_rescues:
             job.status = JobStatus.FAILED
-            job.error = (f"Stopped after {len(rescues)} rescues: its worker died on every attempt (out of memory, or "
-                         "a row that crashes it?). Its checkpoint is kept: fix the cause, then retry.")
+            job.error = gettext("Stopped after %(n)d rescues: its worker died on every attempt (out of memory, or "
+                                "a row that crashes it?). Its checkpoint is kept: fix the cause, then retry.") % {
+                                    "n": len(rescues)}
             outcome = "failed"
         else:
             rescues.append({"at": now.isoformat(), "why": why, "attempt": job.attempts + 1,
@@ -375,7 +379,8 @@ def fail_stale_jobs(queryset=None) -> int:
     ids = list(qs.values_list("pk", flat=True))
     if not ids:
         return 0
-    msg = f"No heartbeat for more than {int(stale_after().total_seconds())} s: the worker probably died."
+    msg = gettext("No heartbeat for more than %(s)d s: the worker probably died.") % {
+        "s": int(stale_after().total_seconds())}
     n = BackgroundJob.objects.filter(pk__in=ids, status=JobStatus.RUNNING).update(
         status=JobStatus.FAILED, error=msg, completed_at=timezone.now()
     )

@@ -9,6 +9,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 
 def stale_after() -> timedelta:
@@ -16,11 +18,11 @@ def stale_after() -> timedelta:
 
 
 class JobStatus(models.TextChoices):
-    PENDING = "PENDING", "Pending"
-    RUNNING = "RUNNING", "Running"
-    COMPLETED = "COMPLETED", "Completed"
-    FAILED = "FAILED", "Failed"
-    CANCELLED = "CANCELLED", "Cancelled"
+    PENDING = "PENDING", _("Pending")
+    RUNNING = "RUNNING", _("Running")
+    COMPLETED = "COMPLETED", _("Completed")
+    FAILED = "FAILED", _("Failed")
+    CANCELLED = "CANCELLED", _("Cancelled")
 
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
@@ -28,45 +30,53 @@ FINISHED_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class StartedBy(models.TextChoices):
-    USER = "user", "User"
-    BEAT = "beat", "Schedule (beat)"
-    COMMAND = "command", "Command"
-    SYSTEM = "system", "System"
+    USER = "user", _("User")
+    BEAT = "beat", _("Schedule (beat)")
+    COMMAND = "command", _("Command")
+    SYSTEM = "system", _("System")
 
 
 class BackgroundJob(models.Model):
     # One of the types apps register (jobs.registry); validated when a job is created, no choices here, so a
     # new type needs no migration of this app.
-    type = models.CharField(max_length=40, db_index=True)
-    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True)
-    total = models.PositiveIntegerField(null=True, blank=True, help_text="Empty while unknown.")
-    processed = models.PositiveIntegerField(default=0)
-    successful = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0)
-    metadata = models.JSONField(default=dict, blank=True)
+    type = models.CharField(verbose_name=_("type"), max_length=40, db_index=True)
+    status = models.CharField(verbose_name=_("status"), max_length=12, choices=JobStatus.choices,
+                              default=JobStatus.PENDING, db_index=True)
+    total = models.PositiveIntegerField(verbose_name=_("total"), null=True, blank=True,
+                                        help_text=_("Empty while unknown."))
+    processed = models.PositiveIntegerField(verbose_name=_("processed"), default=0)
+    successful = models.PositiveIntegerField(verbose_name=_("successful"), default=0)
+    failed = models.PositiveIntegerField(verbose_name=_("failed"), default=0)
+    metadata = models.JSONField(verbose_name=_("metadata"), default=dict, blank=True)
     # What the registered handler needs to run this job (again, for retry).
-    params = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    cancel_requested = models.BooleanField(default=False)
+    params = models.JSONField(verbose_name=_("params"), default=dict, blank=True)
+    error = models.TextField(verbose_name=_("error"), blank=True)
+    cancel_requested = models.BooleanField(verbose_name=_("cancel requested"), default=False)
     # Set when the worker running the job is shutting down (SIGTERM): the job stops at its next batch and is
     # handed back to the queue to continue elsewhere.
-    handback_requested = models.BooleanField(default=False)
+    handback_requested = models.BooleanField(verbose_name=_("handback requested"), default=False)
     # Runs started: 1 for the first, +1 for each rescue after its worker died. The run that claimed the job
     # with this number is the only one whose progress is written; an older one learns it was superseded.
-    attempts = models.PositiveSmallIntegerField(default=0)
-    worker = models.CharField(max_length=200, blank=True, help_text="Celery worker running the job.")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    started_by = models.CharField(max_length=10, choices=StartedBy.choices, default=StartedBy.SYSTEM)
+    attempts = models.PositiveSmallIntegerField(verbose_name=_("attempts"), default=0)
+    worker = models.CharField(verbose_name=_("worker"), max_length=200, blank=True,
+                              help_text=_("Celery worker running the job."))
+    created_at = models.DateTimeField(verbose_name=_("created at"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(verbose_name=_("started at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(verbose_name=_("heartbeat at"), null=True, blank=True)
+    completed_at = models.DateTimeField(verbose_name=_("completed at"), null=True, blank=True)
+    started_by = models.CharField(verbose_name=_("started by"), max_length=10, choices=StartedBy.choices,
+                                  default=StartedBy.SYSTEM)
     started_by_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, verbose_name=_("started by user"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+"
     )
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
-    celery_task_id = models.CharField(max_length=64, blank=True)
+    retry_of = models.ForeignKey("self", verbose_name=_("retry of"), null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="retries")
+    celery_task_id = models.CharField(verbose_name=_("celery task id"), max_length=64, blank=True)
 
     class Meta:
+        verbose_name = _("background job")
+        verbose_name_plural = _("background jobs")
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "type"])]
         permissions = [
@@ -135,10 +145,10 @@ class BackgroundJob(models.Model):
 
 
 class PullStatus(models.TextChoices):
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
-    CANCELLED = "cancelled", "Cancelled"
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
 
 
 class PullProgress(models.Model):
@@ -149,24 +159,29 @@ class PullProgress(models.Model):
     the old worker learns it lost the pull at its next heartbeat.
     """
 
-    progress_id = models.CharField(max_length=120, unique=True)
-    system = models.CharField(max_length=20, db_index=True)
-    kind = models.CharField(max_length=20, db_index=True)
-    filters = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=10, choices=PullStatus.choices, default=PullStatus.RUNNING)
-    run_token = models.UUIDField(default=uuid.uuid4)
-    job = models.ForeignKey(BackgroundJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    checkpoint = models.JSONField(default=dict, blank=True, help_text="Cursor or page reached; a resume starts here.")
-    items_done = models.PositiveIntegerField(default=0, help_text="Rows pulled so far in this run.")
-    started_at = models.DateTimeField(default=timezone.now)
-    last_pulled_at = models.DateTimeField(default=timezone.now, help_text="Heartbeat, beaten on every batch.")
-    completed_at = models.DateTimeField(null=True, blank=True)
-    error = models.TextField(blank=True)
+    progress_id = models.CharField(verbose_name=_("progress id"), max_length=120, unique=True)
+    system = models.CharField(verbose_name=_("system"), max_length=20, db_index=True)
+    kind = models.CharField(verbose_name=_("kind"), max_length=20, db_index=True)
+    filters = models.JSONField(verbose_name=_("filters"), default=dict, blank=True)
+    status = models.CharField(verbose_name=_("status"), max_length=10, choices=PullStatus.choices,
+                              default=PullStatus.RUNNING)
+    run_token = models.UUIDField(verbose_name=_("run token"), default=uuid.uuid4)
+    job = models.ForeignKey(BackgroundJob, verbose_name=_("job"), null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="+")
+    checkpoint = models.JSONField(verbose_name=_("checkpoint"), default=dict, blank=True,
+                                  help_text=_("Cursor or page reached; a resume starts here."))
+    items_done = models.PositiveIntegerField(verbose_name=_("items done"), default=0,
+                                             help_text=_("Rows pulled so far in this run."))
+    started_at = models.DateTimeField(verbose_name=_("started at"), default=timezone.now)
+    last_pulled_at = models.DateTimeField(verbose_name=_("last pulled at"), default=timezone.now,
+                                          help_text=_("Heartbeat, beaten on every batch."))
+    completed_at = models.DateTimeField(verbose_name=_("completed at"), null=True, blank=True)
+    error = models.TextField(verbose_name=_("error"), blank=True)
 
     class Meta:
         ordering = ["-last_pulled_at"]
-        verbose_name = "pull progress"
-        verbose_name_plural = "pull progress"
+        verbose_name = _("pull progress")
+        verbose_name_plural = _("pull progress")
         permissions = [
             ("run_pull", "Can start pulls"),
             ("force_restart_pull", "Can force-restart a running pull"),
@@ -194,18 +209,26 @@ class PullProgress(models.Model):
 
     @property
     def state_label(self) -> str:
-        if self.is_stale:
-            return "stale"
-        return self.get_status_display().lower()
+        """The state's code (running, stale, completed, failed, cancelled): CSS classes and the JSON API."""
+        return "stale" if self.is_stale else self.status
+
+    @property
+    def state_display(self) -> str:
+        """The state as staff read it, in their language."""
+        return gettext("stale") if self.is_stale else str(self.get_status_display()).lower()
 
 
 class PullMark(models.Model):
     """Where an incremental pull continues next time: the new/updated pull's high-water mark, the capped
     pull's cursor. Moved only when the pull that earned it completed."""
 
-    key = models.CharField(max_length=100, unique=True)
-    value = models.JSONField(default=dict)
-    updated_at = models.DateTimeField(auto_now=True)
+    key = models.CharField(verbose_name=_("key"), max_length=100, unique=True)
+    value = models.JSONField(verbose_name=_("value"), default=dict)
+    updated_at = models.DateTimeField(verbose_name=_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("pull mark")
+        verbose_name_plural = _("pull marks")
 
     def __str__(self):
         return f"{self.key} = {self.value}"

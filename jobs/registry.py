@@ -39,6 +39,7 @@ _KINDS: dict[str, JobKind] = {}
 
 def register_job_type(job_type: str, *, run: Handler, label: str | None = None, start: Starter | None = None,
                       result: type | None = None, permission: str | None = None, resumable: bool = True) -> JobKind:
+    # ``label`` is shown to staff: pass it lazily translated (gettext_lazy), it is read in each request's language.
     kind = JobKind(job_type, label or job_type.replace("_", " ").capitalize(), run, start, result, permission,
                    resumable)
     _KINDS[job_type] = kind
@@ -59,8 +60,8 @@ def is_registered(job_type: str) -> bool:
 
 def job_type_label(job_type: str) -> str:
     kind = _KINDS.get(job_type)
-    return kind.label if kind else job_type
+    return str(kind.label) if kind else job_type
 
 
 def job_type_choices() -> list[tuple[str, str]]:
-    return sorted(((t, k.label) for t, k in _KINDS.items()), key=lambda c: c[1])
+    return sorted(((t, str(k.label)) for t, k in _KINDS.items()), key=lambda c: c[1])

@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+from django.utils.translation import gettext_lazy as _
+
 from .lifecycle import JobContext, create_job, launch
 from .registry import register_job_type
 
@@ -34,4 +36,4 @@ def start_selftest(*, params=None, started_by="system", user=None, retry_of=None
 
 
 def register() -> None:
-    register_job_type(SELFTEST, label="Demo / self-test", run=run_selftest, start=start_selftest)
+    register_job_type(SELFTEST, label=_("Demo / self-test"), run=run_selftest, start=start_selftest)

@@ -9,10 +9,14 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.text import capfirst
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from customers.models import NhanhCustomer
 from integrations.secrets import mask_secret
 from jobs.admin_pull import PullButtonsMixin
+from jobs.formatting import vnd
 from jobs.models import StartedBy
 
 from .models import PancakeAmbiguousLink, PancakeCustomer, PancakeCustomerPhone, PancakeNhanhLink, PancakePage
@@ -24,8 +28,10 @@ RUN_LINK = "pancake.run_pancake_link"
 class PancakePageForm(forms.ModelForm):
     """Tokens are write-only: never sent back to the browser; an empty box keeps the stored value."""
 
-    page_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
-    user_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False))
+    page_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                        label=capfirst(_("page access token")))
+    user_access_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                        label=capfirst(_("user access token")))
 
     class Meta:
         model = PancakePage
@@ -35,8 +41,8 @@ class PancakePageForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in PancakePage.SECRET_FIELDS:
             current = getattr(self.instance, name, "")
-            self.fields[name].help_text = (f"Stored: {mask_secret(current)}. Leave empty to keep it." if current
-                                           else "Not set.")
+            self.fields[name].help_text = (gettext("Stored: %(masked)s. Leave empty to keep it.")
+                                           % {"masked": mask_secret(current)} if current else gettext("Not set."))
 
     def clean(self):
         data = super().clean()
@@ -54,11 +60,11 @@ class PancakePageAdmin(PullButtonsMixin, admin.ModelAdmin):
     list_filter = ("enabled",)
     readonly_fields = ("token_renewed_at", "incremental_floor", "backfill_ceiling")
 
-    @admin.display(description="Page token")
+    @admin.display(description=_("Page token"))
     def page_token(self, obj):
         return mask_secret(obj.page_access_token) or "—"
 
-    @admin.display(description="Customers")
+    @admin.display(description=_("Customers"))
     def customers_count(self, obj):
         return obj.customers.count()
 
@@ -91,11 +97,11 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         link = getattr(obj, "nhanh_link", None)
         return link.nhanh_customer if link else None
 
-    @admin.display(description="Phones")
+    @admin.display(description=_("Phones"))
     def phones_typed(self, obj):
         return ", ".join(obj.phone_numbers)
 
-    @admin.display(description="Nhanh customer")
+    @admin.display(description=_("Nhanh customer"))
     def nhanh_customer(self, obj):
         nhanh = self._nhanh(obj)
         if nhanh is None:
@@ -103,7 +109,7 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:customers_nhanhcustomer_change", args=[nhanh.pk]),
                            nhanh)
 
-    @admin.display(description="Shopify match")
+    @admin.display(description=_("Shopify match"))
     def shopify_match(self, obj):
         nhanh = self._nhanh(obj)
         mapping = getattr(nhanh, "mapping", None) if nhanh else None
@@ -112,10 +118,10 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:customers_shopifycustomer_change",
                                                           args=[mapping.shopify_customer_id]), mapping.shopify_customer)
 
-    @admin.display(description="Total spent (VND)")
+    @admin.display(description=_("Total spent"))
     def total_spent(self, obj):
         nhanh = self._nhanh(obj)
-        return f"{nhanh.total_spent:,}" if nhanh else "—"
+        return vnd(nhanh.total_spent) if nhanh else "—"
 
     def get_urls(self):
         urls = [path("link/", self.admin_site.admin_view(self.link_view), name="pancake_pancakecustomer_link")]
@@ -126,7 +132,7 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method != "POST":
             return TemplateResponse(request, "admin/pancake/link.html", {
-                **self.admin_site.each_context(request), "title": "Link Pancake ↔ Nhanh customers",
+                **self.admin_site.each_context(request), "title": gettext("Link Pancake ↔ Nhanh customers"),
                 "opts": self.model._meta})
         dry_run = bool(request.POST.get("dry_run"))
         job = start_link(dry_run=dry_run, started_by=StartedBy.USER, user=request.user, run_now=dry_run)
@@ -134,17 +140,18 @@ class PancakeCustomerAdmin(admin.ModelAdmin):
         if dry_run:
             meta = job.metadata
             messages.success(request, format_html(
-                'Dry run (<a href="{}">job #{}</a>): would link {}; {} ambiguous.', url, job.pk, meta.get("linked"),
+                gettext('Dry run (<a href="{}">job #{}</a>): would link {}; {} ambiguous.'), url, job.pk,
+                meta.get("linked"),
                 meta.get("ambiguous")))
         else:
-            messages.success(request, format_html('Linking started as <a href="{}">job #{}</a>.', url, job.pk))
+            messages.success(request, format_html(gettext('Linking started as <a href="{}">job #{}</a>.'), url, job.pk))
         return redirect("admin:pancake_pancakecustomer_changelist")
 
     def changelist_view(self, request, extra_context=None):
         buttons = []
         if request.user.has_perm(RUN_LINK):
             link = reverse("admin:pancake_pancakecustomer_link")
-            buttons = [{"url": link, "label": "Link to Nhanh customers by phone"}]
+            buttons = [{"url": link, "label": gettext("Link to Nhanh customers by phone")}]
         extra_context = {**(extra_context or {}), "can_run_pull": False, "extra_buttons": buttons}
         return super().changelist_view(request, extra_context=extra_context)
 
@@ -166,7 +173,7 @@ class PancakeChatsInline(admin.TabularInline):
 
     model = PancakeNhanhLink
     fk_name = "nhanh_customer"
-    verbose_name = verbose_name_plural = "Pancake chats"
+    verbose_name = verbose_name_plural = _("Pancake chats")
     extra = 0
     can_delete = False
     fields = ("chat", "page", "matched_phone", "matched_at")
@@ -178,12 +185,12 @@ class PancakeChatsInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("pancake_customer__page")
 
-    @admin.display(description="Pancake customer")
+    @admin.display(description=_("Pancake customer"))
     def chat(self, obj):
         c = obj.pancake_customer
         return format_html('<a href="{}">{}</a>', reverse("admin:pancake_pancakecustomer_change", args=[c.pk]), c)
 
-    @admin.display(description="Page")
+    @admin.display(description=_("Page"))
     def page(self, obj):
         return obj.pancake_customer.page
 

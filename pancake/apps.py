@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class PancakeConfig(AppConfig):
     name = "pancake"
-    verbose_name = "Pancake"
+    verbose_name = _("Pancake")
 
     def ready(self):
         from config.schedules import Schedule, register

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import pytest
 
@@ -21,6 +22,22 @@ def running_sandbox(**options):
         yield server
     finally:
         server.stop()
+
+
+# The suite asserts behaviour in English: processes the tests start (workers, manage.py, pulls in a process)
+# read LANGUAGE_CODE from here; this process's requests get it from the fixture below. tests/test_i18n.py
+# switches to Vietnamese where language is the point.
+os.environ["LANGUAGE_CODE"] = "en-us"
+
+
+@pytest.fixture(autouse=True)
+def _english(settings):
+    """Pages, messages and job texts in English, as the tests were written (the shop's default is Vietnamese)."""
+    from django.utils import translation
+
+    settings.LANGUAGE_CODE = "en-us"
+    with translation.override("en-us"):
+        yield
 
 
 @pytest.fixture(autouse=True)

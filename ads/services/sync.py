@@ -34,6 +34,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from jobs import services as jobs
 from jobs.models import BackgroundJob, JobStatus, StartedBy
@@ -160,7 +161,7 @@ def process_queue(batch: int | None = None, *, started_by: str = StartedBy.BEAT)
             if entry.shop_id in busy:
                 continue
             if not entry.shop.enabled:
-                SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.FAILED, error="shop disabled",
+                SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.FAILED, error=gettext("shop disabled"),
                                                             finished_at=timezone.now())
                 continue
             busy.add(entry.shop_id)
@@ -187,7 +188,8 @@ def start_shop_sync(shop: Shop, *, sync_type: str = SyncType.REALTIME, started_b
                     user=None, retry_of=None, foreground: bool = False) -> BackgroundJob:
     """Sync one shop now (an entry claimed at once). ``foreground``: the caller runs the job (``run_job``)."""
     if SyncProgress.objects.filter(shop=shop, stage__in=ACTIVE_STAGES).exists():
-        raise RunRefused(f"shop {shop.shop_id} is already syncing; reset it first if it is stuck")
+        raise RunRefused(gettext("shop %(shop)s is already syncing; reset it first if it is stuck")
+                         % {"shop": shop.shop_id})
     entry = SyncQueue.objects.create(shop=shop, sync_type=sync_type, priority=MANUAL_PRIORITY)
     job = _claim_entry(entry, started_by=started_by, user=user, retry_of=retry_of)
     if not foreground:
@@ -226,9 +228,9 @@ def begin_run(entry_id: int) -> Plan | None:
                 SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.PENDING)
         except IntegrityError:
             SyncQueue.objects.filter(pk=entry.pk).update(status=QueueStatus.COMPLETED, finished_at=now,
-                                                         error="merged into the pending entry of this shop")
+                                                         error=gettext("merged into the pending entry of this shop"))
         _update_job(entry.job_id, status=JobStatus.CANCELLED, completed_at=now,
-                    error="Another sync of this shop is running; the entry stays queued.")
+                    error=gettext("Another sync of this shop is running; the entry stays queued."))
         return None
     _update_job(entry.job_id, status=JobStatus.RUNNING, started_at=now)
     client = shop_client(shop)
@@ -532,8 +534,10 @@ def finish_run(shop_pk: int, run_id, *, performance_error: str = "") -> str | No
         return None
     problems = []
     if progress.failed_chunks:
-        listed = "; ".join(f"chunk {f['index']}: {f['error']}" for f in progress.failed_chunks[:10])
-        problems.append(f"{len(progress.failed_chunks)} of {progress.total_chunks} chunks failed ({listed})")
+        listed = "; ".join(gettext("chunk %(index)s: %(error)s") % {"index": f["index"], "error": f["error"]}
+                           for f in progress.failed_chunks[:10])
+        problems.append(gettext("%(failed)d of %(total)d chunks failed (%(chunks)s)") % {
+            "failed": len(progress.failed_chunks), "total": progress.total_chunks, "chunks": listed})
     if performance_error:
         problems.append(performance_error)
     stage = Stage.FAILED if problems else Stage.COMPLETED
@@ -620,7 +624,7 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
     ctx.progress(processed=figures["processed"], successful=figures["successful"], failed=figures["failed"],
                  total=figures["total"], metadata=figures["metadata"])
     if plan is None and progress.stage != Stage.FAILED:
-        raise RunRefused(f"shop {progress.shop.shop_id} is already syncing")
+        raise RunRefused(gettext("shop %(shop)s is already syncing") % {"shop": progress.shop.shop_id})
     if progress.stage != Stage.COMPLETED:
         raise RuntimeError(progress.error_message or f"the run ended {progress.stage}")
 
@@ -636,7 +640,8 @@ def restart_job(*, params, started_by, user, retry_of=None, force_restart=False)
         job = jobs.create_job(ADS_SYNC, params=dict(params), started_by=started_by, user=user,
                               retry_of=retry_of, metadata={"shop_id": shop.shop_id})
         _update_job(job.pk, status=JobStatus.CANCELLED, completed_at=timezone.now(),
-                    error=f"{exc}. The shop was queued to sync after the current run.")
+                    error=gettext("%(error)s. The shop was queued to sync after the current run.") % {
+                        "error": exc})
         job.refresh_from_db()
         return job
 
@@ -659,7 +664,7 @@ def cleanup_stuck() -> list[int]:
         _log_stage(SyncProgress.objects.filter(shop_id=progress.shop_id), Stage.FAILED)
         SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True,
                                  status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
-            status=QueueStatus.FAILED, error="stuck run cleaned up", finished_at=timezone.now())
+            status=QueueStatus.FAILED, error=gettext("stuck run cleaned up"), finished_at=timezone.now())
         _close_run(progress.shop_id, progress.run_id, failed=True)
         enqueue_shop(progress.shop, sync_type=progress.sync_type, priority=MANUAL_PRIORITY)
         cleaned.append(progress.shop.shop_id)
@@ -678,13 +683,13 @@ def reset_shop(shop: Shop) -> dict:
         stage_log=[{"stage": Stage.IDLE, "at": now.isoformat()}])
     chunks = SyncQueue.objects.filter(run_id=old_run, is_chunk=True,
                                       status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
-        status=QueueStatus.FAILED, error="reset by staff", finished_at=now)
+        status=QueueStatus.FAILED, error=gettext("reset by staff"), finished_at=now)
     if progress.queue_entry_id:
         SyncQueue.objects.filter(pk=progress.queue_entry_id, status=QueueStatus.PROCESSING).update(
-            status=QueueStatus.FAILED, error="reset by staff", finished_at=now)
+            status=QueueStatus.FAILED, error=gettext("reset by staff"), finished_at=now)
     if progress.job_id:
         BackgroundJob.objects.filter(pk=progress.job_id, status__in=[JobStatus.PENDING, JobStatus.RUNNING]).update(
-            status=JobStatus.CANCELLED, error="Reset by staff.", completed_at=now)
+            status=JobStatus.CANCELLED, error=gettext("Reset by staff."), completed_at=now)
     pending, _ = SyncQueue.objects.filter(shop=shop, is_chunk=False, status=QueueStatus.PENDING).delete()
     return {"chunks_failed": chunks, "pending_removed": pending}
 
@@ -695,7 +700,7 @@ def retry_failed_chunks(shop: Shop, *, started_by: str = StartedBy.USER, user=No
     make the stage move on only when they have all finished again."""
     progress = SyncProgress.objects.filter(shop=shop).first()
     if progress is None or progress.stage != Stage.FAILED or not progress.failed_chunks:
-        raise RunRefused(f"shop {shop.shop_id} has no failed chunks to retry")
+        raise RunRefused(gettext("shop %(shop)s has no failed chunks to retry") % {"shop": shop.shop_id})
     job = jobs.create_job(ADS_SYNC, params={"shop": shop.pk, "queue_id": progress.queue_entry_id,
                                                     "retry_chunks": True},
                           started_by=started_by, user=user, retry_of=progress.job,
@@ -706,7 +711,7 @@ def retry_failed_chunks(shop: Shop, *, started_by: str = StartedBy.USER, user=No
                 stage=Stage.SYNCING_CAMPAIGNS, chunks_failed=F("chunks_failed") - n, failed_chunks=[],
                 error_message="", completed_at=None, performance_started_at=None, last_chunk_at=timezone.now(),
                 job=job):
-            raise RunRefused(f"shop {shop.shop_id} changed meanwhile; try again")
+            raise RunRefused(gettext("shop %(shop)s changed meanwhile; try again") % {"shop": shop.shop_id})
         SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True, status=QueueStatus.FAILED).update(
             status=QueueStatus.PENDING, attempts=0, error="")
         if progress.queue_entry_id:

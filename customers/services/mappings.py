@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from jobs.locks import LockKey, advisory_xact_lock
 
@@ -34,7 +35,8 @@ def match_manually(nhanh_customer_id: int, shopify_customer_id: int, *, user=Non
         taken = CustomerMapping.objects.filter(shopify_customer_id=shopify_customer_id, is_active=True).exclude(
             nhanh_customer_id=nhanh_customer_id).select_related("nhanh_customer").first()
         if taken:
-            raise MappingError(f"That Shopify customer is already matched to {taken.nhanh_customer}; unmatch it first.")
+            raise MappingError(gettext("That Shopify customer is already matched to %(nhanh)s; unmatch it first.")
+                               % {"nhanh": taken.nhanh_customer})
         mapping, _ = CustomerMapping.objects.update_or_create(
             nhanh_customer_id=nhanh_customer_id,
             defaults={"shopify_customer_id": shopify_customer_id, "is_active": True, "matched_by": MatchedBy.MANUAL,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from jobs import services as jobs
 from jobs.models import BackgroundJob, StartedBy
@@ -318,5 +319,6 @@ def run_auto_match_job(ctx: jobs.JobContext) -> None:
 
 
 def register() -> None:
-    jobs.register_job_type(CustomerJobType.AUTO_MATCH_CUSTOMERS, label="Auto-match customers", run=run_auto_match_job,
+    jobs.register_job_type(CustomerJobType.AUTO_MATCH_CUSTOMERS, label=_("Auto-match customers"),
+                           run=run_auto_match_job,
                            start=start_auto_match, result=MatchResult, permission="customers.run_automatch")

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 
 from django import forms
 from django.conf import settings
+from django.utils.text import format_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from integrations.clients import client_for
 from integrations.shopify.bulk import ShopifyBulkSource
@@ -34,6 +37,7 @@ from jobs.pull_specs import (
     register_pull_spec,
 )
 from jobs.pulls import BatchResult, Page
+from jobs.widgets import LocalDateInput
 
 from ..job_types import CustomerJobType
 from ..models import CustomerType, NhanhCustomer, NhanhCustomerPhone, ShopifyCustomer, ShopifyCustomerPhone
@@ -105,36 +109,36 @@ def _customer_type(value) -> int | None:
     try:
         customer_type = int(value)
     except (TypeError, ValueError):
-        raise PullInputError(f"customer type must be 1, 2 or 3, not {value!r}") from None
+        raise PullInputError(gettext("customer type must be 1, 2 or 3, not %(value)r") % {"value": value}) from None
     if customer_type not in (1, 2, 3) or isinstance(value, bool):
-        raise PullInputError("customer type must be 1 (retail), 2 (wholesale) or 3 (agent)")
+        raise PullInputError(gettext("customer type must be 1 (retail), 2 (wholesale) or 3 (agent)"))
     return customer_type
 
 
 def _validate_nhanh(_mode: str, filters: dict) -> None:
     if filters.get("lastBoughtDateFrom", "") > filters.get("lastBoughtDateTo", "9999"):
-        raise PullInputError("'last bought from' is after 'last bought to'")
+        raise PullInputError(gettext("'last bought from' is after 'last bought to'"))
 
 
 NHANH_FILTERS = (
     FilterField("type", _customer_type, form_name="customer_type", cli_flag="--type",
                 help="Nhanh customer type: 1 retail, 2 wholesale, 3 agent",
                 form_field=lambda: forms.TypedChoiceField(
-                    choices=[("", "any")] + list(CustomerType.choices), required=False, coerce=int,
-                    empty_value=None, label="Customer type",
-                    help_text="Filters apply to “With filters” only; each set of filters is a pull of its own.")),
+                    choices=[("", _("any"))] + list(CustomerType.choices), required=False, coerce=int,
+                    empty_value=None, label=_("Customer type"),
+                    help_text=_("Filters apply to “With filters” only; each set of filters is a pull of its own."))),
     FilterField("lastBoughtDateFrom", parse_date("last bought from"), form_name="last_bought_from",
                 cli_flag="--from", help="Nhanh: last bought from (YYYY-MM-DD)",
-                form_field=lambda: forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))),
+                form_field=lambda: forms.DateField(required=False, label=_("Last bought from"), widget=LocalDateInput)),
     FilterField("lastBoughtDateTo", parse_date("last bought to"), form_name="last_bought_to",
                 cli_flag="--to", help="Nhanh: last bought to (YYYY-MM-DD)",
-                form_field=lambda: forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))),
+                form_field=lambda: forms.DateField(required=False, label=_("Last bought to"), widget=LocalDateInput)),
 )
 def _via(value) -> str | None:
     if value in (None, ""):
         return None
     if value not in ("bulk", "paged"):
-        raise PullInputError(f"via must be bulk or paged, not {value!r}")
+        raise PullInputError(gettext("via must be bulk or paged, not %(value)r") % {"value": value})
     return value
 
 
@@ -142,14 +146,14 @@ SHOPIFY_FILTERS = (
     FilterField("via", _via, cli_flag="--via", identity=False,
                 help="Shopify: bulk (a bulk operation, the default) or paged (the customers query)",
                 form_field=lambda: forms.ChoiceField(
-                    choices=[("", "Bulk operation (default: fastest for many customers)"),
-                             ("paged", "Paged query (small searches)")], required=False, label="How",
-                    help_text="Both pull the same customers; a bulk pull shows Shopify's stage while it works.")),
+                    choices=[("", _("Bulk operation (default: fastest for many customers)")),
+                             ("paged", _("Paged query (small searches)"))], required=False, label=_("How"),
+                    help_text=_("Both pull the same customers; a bulk pull shows Shopify's stage while it works."))),
     FilterField("query", parse_text("the Shopify search query"), cli_flag="--query", help="Shopify search query",
                 form_field=lambda: forms.CharField(
-                    required=False, max_length=500, widget=forms.TextInput(attrs={"size": 60}),
-                    help_text="Shopify search syntax, e.g. <code>state:ENABLED</code>, "
-                              "<code>updated_at:&gt;='2026-11-01T00:00:00Z'</code>, <code>tag:vip</code>.")),
+                    required=False, max_length=500, widget=forms.TextInput(attrs={"size": 60}), label=_("Query"),
+                    help_text=_("Shopify search syntax, e.g. <code>state:ENABLED</code>, "
+                                "<code>updated_at:&gt;='2026-11-01T00:00:00Z'</code>, <code>tag:vip</code>."))),
 )
 
 
@@ -160,29 +164,29 @@ def _record_api_cost(ctx, client) -> None:
 def register() -> None:
     register_pull_spec(PullSpec(
         system="nhanh", kind="customers", system_label="Nhanh", job_type=CustomerJobType.PULL_NHANH_CUSTOMERS,
-        label="Pull Nhanh customers",
+        label=_("Pull Nhanh customers"),
         modes=(
-            PullMode("limit", f"Pull {settings.SHOPBRIDGE['PULL_LIMIT_SYNC']}: the next "
-                              f"{settings.SHOPBRIDGE['PULL_LIMIT_SYNC']:,} customers, wait for the result",
+            PullMode("limit", format_lazy(_("Pull {limit}: the next {limit} customers, wait for the result"),
+                                          limit=settings.SHOPBRIDGE["PULL_LIMIT_SYNC"]),
                      synchronous=True, capped=Capped("PULL_LIMIT_SYNC")),
-            PullMode("new", "New / updated since the last pull (first time: last 24 h), wait for the result",
+            PullMode("new", _("New / updated since the last pull (first time: last 24 h), wait for the result"),
                      synchronous=True, incremental=Incremental()),
-            PullMode("all", "All customers, in the background"),
-            PullMode("filtered", "With filters, in the background",
+            PullMode("all", _("All customers, in the background")),
+            PullMode("filtered", _("With filters, in the background"),
                      filters=("type", "lastBoughtDateFrom", "lastBoughtDateTo"),
-                     requires_filter="a filtered pull needs at least one filter (type or last-bought dates)"),
+                     requires_filter=_("a filtered pull needs at least one filter (type or last-bought dates)")),
         ),
         filters=NHANH_FILTERS, validate=_validate_nhanh, default_mode="all",
         client=lambda: client_for("nhanh"), source=nhanh_source, upsert=upsert_nhanh_customers,
     ))
     register_pull_spec(PullSpec(
         system="shopify", kind="customers", system_label="Shopify", job_type=CustomerJobType.PULL_SHOPIFY_CUSTOMERS,
-        label="Pull Shopify customers",
+        label=_("Pull Shopify customers"),
         modes=(
-            PullMode("all", "All customers, in the background", filters=("via",)),
-            PullMode("query", "Customers matching a Shopify search query, in the background",
+            PullMode("all", _("All customers, in the background"), filters=("via",)),
+            PullMode("query", _("Customers matching a Shopify search query, in the background"),
                      filters=("query", "via"),
-                     requires_filter="a Shopify query pull needs a search query, e.g. state:ENABLED"),
+                     requires_filter=_("a Shopify query pull needs a search query, e.g. state:ENABLED")),
         ),
         filters=SHOPIFY_FILTERS, default_mode="all",
         client=lambda: client_for("shopify"), source=shopify_source, upsert=upsert_shopify_customers,

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db.models import Count, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from integrations.clients import client_for
 from jobs import services as jobs
@@ -312,7 +313,7 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
 
 
 def register() -> None:
-    for job_type, label in ((CustomerJobType.CUSTOMER_SYNC, "Sync customers to Shopify"),
-                            (CustomerJobType.RETRY_FAILED_SYNC, "Retry failed syncs")):
+    for job_type, label in ((CustomerJobType.CUSTOMER_SYNC, _("Sync customers to Shopify")),
+                            (CustomerJobType.RETRY_FAILED_SYNC, _("Retry failed syncs"))):
         jobs.register_job_type(job_type, label=label, run=run_sync_job, start=_restart, result=SyncResult,
                                permission="customers.sync_to_shopify")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from customers.models import NhanhCustomer, NhanhCustomerPhone
 from customers.services.matching import PhoneMatcher, group_ambiguous, write_links
@@ -120,7 +121,7 @@ def _report_command(job: BackgroundJob, o: dict) -> list[str]:
 
 
 def register() -> None:
-    jobs.register_job_type(JOB_TYPE, label="Link Pancake ↔ Nhanh customers", run=run_link_job, start=start_link,
+    jobs.register_job_type(JOB_TYPE, label=_("Link Pancake ↔ Nhanh customers"), run=run_link_job, start=start_link,
                            result=LinkResult, permission="pancake.run_pancake_link")
     register_operation(Operation(
         "automatch", "pancake", dry_runnable(start_link, "Pancake ↔ Nhanh link"), _report_command,

@@ -53,6 +53,8 @@ from django import db, forms
 from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from integrations.clients import client_for
 from integrations.errors import AuthRejected, UpstreamError
@@ -336,9 +338,10 @@ def _page_id(value) -> str | None:
         return None
     page_id = str(value).strip()
     if not page_id.isdigit() or len(page_id) > 64:
-        raise PullInputError(f"a Pancake page id is digits, not {value!r}")
+        raise PullInputError(gettext("a Pancake page id is digits, not %(value)r") % {"value": value})
     if not PancakePage.objects.filter(page_id=page_id).exists():
-        raise PullInputError(f"no Pancake page {page_id}; add it under Pancake → Pancake pages")
+        raise PullInputError(gettext("no Pancake page %(page)s; add it under Pancake → Pancake pages")
+                             % {"page": page_id})
     return page_id
 
 
@@ -363,16 +366,16 @@ def _after_run(ctx, client) -> None:
 
 
 SPEC = PullSpec(
-    system=SYSTEM, kind=KIND, system_label="Pancake", job_type=JOB_TYPE, label="Pull Pancake customers",
+    system=SYSTEM, kind=KIND, system_label="Pancake", job_type=JOB_TYPE, label=_("Pull Pancake customers"),
     modes=(
-        PullMode(INCREMENTAL, "New / updated since the newest stored (first time: 30 days), every enabled page",
+        PullMode(INCREMENTAL, _("New / updated since the newest stored (first time: 30 days), every enabled page"),
                  filters=("page_id",)),
-        PullMode(BACKFILL, "Backfill: older than the oldest stored, every enabled page", filters=("page_id",)),
+        PullMode(BACKFILL, _("Backfill: older than the oldest stored, every enabled page"), filters=("page_id",)),
     ),
     filters=(FilterField("page_id", _page_id, cli_flag="--page-id", help="Pancake: one page id (default: every "
                          "enabled page)", form_name="page_id",
-                         form_field=lambda: forms.CharField(required=False, max_length=64, label="Page id",
-                                                            help_text="Empty: every enabled page.")),),
+                         form_field=lambda: forms.CharField(required=False, max_length=64, label=_("Page id"),
+                                                            help_text=_("Empty: every enabled page."))),),
     default_mode=INCREMENTAL, demo_mode=INCREMENTAL, progress_id_of=_progress_id,
     client=lambda: client_for(SYSTEM), source=source, upsert=upsert_pancake_customers, after_run=_after_run,
 )

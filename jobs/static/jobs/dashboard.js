@@ -7,6 +7,9 @@
     var el = document.querySelector('meta[name="' + name + '"]');
     return el ? el.content : null;
   }
+  // Translations come from the JavaScript catalog (/jsi18n/, loaded by templates/admin/base_site.html).
+  var gettext = window.gettext || function (s) { return s; };
+  var interpolate = window.interpolate || function (s, args) { return s.replace("%s", args[0]); };
   // Read at DOMContentLoaded: the admin loads this script in <head> before the <meta> tags it reads.
   var url = null;
   var baseline = 0;
@@ -42,6 +45,19 @@
       el.classList.toggle("sb-indeterminate", d.indeterminate);
     });
   }
+  // A line under the page title saying whether the page is live, so staff know the figures move by themselves.
+  function notice(text, failing) {
+    var el = document.getElementById("sb-live");
+    if (!el) {
+      el = document.createElement("p");
+      el.id = "sb-live";
+      el.className = "sb-live";
+      var anchor = document.getElementById("content") || document.body;
+      anchor.insertBefore(el, anchor.firstChild ? anchor.firstChild.nextSibling : null);
+    }
+    el.textContent = text;
+    el.classList.toggle("sb-live-failing", !!failing);
+  }
   function poll() {
     var ids = jobIds();
     var q = "?limit=500" + (ids.length ? "&ids=" + ids.join(",") : "&limit=1");
@@ -49,13 +65,17 @@
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(function (data) {
         if (ids.length) data.jobs.forEach(apply);
+        notice(interpolate(gettext("Live: this page refreshes itself every %s seconds."), [anyActive() ? 2 : 10]));
         if (document.getElementById("changelist") && data.latest_id && data.latest_id > baseline) {
           window.location.reload();
           return;
         }
         schedule();
       })
-      .catch(function () { schedule(10000); });
+      .catch(function () {
+        notice(gettext("Live updates paused: the server did not answer. Retrying in 10 seconds…"), true);
+        schedule(10000);
+      });
   }
   function schedule(delay) {
     window.setTimeout(poll, delay || (anyActive() ? 2000 : 10000));
