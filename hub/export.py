@@ -297,9 +297,12 @@ def csv_rows(resource, queryset, export_fields=None) -> Iterator[str]:
     writer = csv.writer(_Echo())
     yield "\ufeff"
     yield writer.writerow(resource.get_export_headers(selected_fields=export_fields))
+    columns = resource.get_export_fields(export_fields)  # once, not per row (import-export's export_resource)
     queryset = resource.filter_export(queryset)
+    if "raw" in {f.name for f in queryset.model._meta.concrete_fields}:
+        queryset = queryset.defer("raw")  # the upstream's whole payload: large, and never a column here
     for obj in queryset.iterator(chunk_size=CHUNK_SIZE):
-        yield writer.writerow(resource.export_resource(obj, selected_fields=export_fields))
+        yield writer.writerow([resource.export_field(field, obj) for field in columns])
 
 
 class StreamingExportMixin(ExportMixin):
