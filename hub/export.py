@@ -340,6 +340,7 @@ class ReadOnlyExportAdmin(admin.ModelAdmin):
     """For a model to export that no app has put in the admin yet: read it, filter nothing, change nothing."""
 
     show_full_result_count = False
+    actions = None
 
     def has_add_permission(self, request):
         return False
