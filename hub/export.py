@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from django.apps import apps
 from django.contrib import admin
 from django.http import StreamingHttpResponse
+from django.template.loader import select_template
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from import_export import fields, resources
@@ -310,6 +311,17 @@ class StreamingExportMixin(ExportMixin):
 
     formats = [CSV, XLSX]
     skip_export_form = False
+    # import-export's own template shows the list's other buttons only to who may add: ours keeps them all.
+    import_export_change_list_template = "admin/hub/change_list_export.html"
+
+    def init_change_list_template(self):
+        super().init_change_list_template()
+        if self.ie_base_change_list_template == "admin/change_list.html":
+            # No template set on the admin: the one Django would pick for this model (admin/<app>/<model>/…).
+            opts = self.model._meta
+            self.ie_base_change_list_template = select_template([
+                f"admin/{opts.app_label}/{opts.model_name}/change_list.html",
+                f"admin/{opts.app_label}/change_list.html", "admin/change_list.html"]).template.name
 
     def has_export_permission(self, request):
         return self.has_view_permission(request) and super().has_export_permission(request)
@@ -359,14 +371,20 @@ def attach_exports(site: admin.AdminSite) -> list[str]:
     done = []
     for label, resource in EXPORTS.items():
         model = apps.get_model(label)
-        current = type(site._registry[model]) if site.is_registered(model) else ReadOnlyExportAdmin
+        old = site._registry.get(model)
+        current = type(old) if old is not None else ReadOnlyExportAdmin
         if issubclass(current, StreamingExportMixin):
             continue
-        if site.is_registered(model):
+        if old is not None:
             site.unregister(model)
         cls = type(current.__name__, (StreamingExportMixin, current),
                    {"resource_classes": [resource], "__module__": current.__module__})
         site.register(model, cls)
+        if old is not None:  # what other apps set on the registered instance (pancake adds an inline) stays
+            new = site._registry[model]
+            for name, value in vars(old).items():
+                if name not in ("change_list_template", "ie_base_change_list_template"):
+                    setattr(new, name, value)
         done.append(label)
     return done
 

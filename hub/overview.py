@@ -267,7 +267,7 @@ def jobs_section(user) -> dict[str, Any] | None:
     since = timezone.now() - timedelta(hours=24)
     active = list(BackgroundJob.objects.filter(status__in=ACTIVE_STATUSES).select_related("started_by_user")
                   .order_by("-pk")[:JOBS_SHOWN])
-    failed = list(BackgroundJob.objects.filter(status=JobStatus.FAILED, created_at__gte=since)
+    failed = list(BackgroundJob.objects.filter(status=JobStatus.FAILED, completed_at__gte=since)
                   .select_related("started_by_user").order_by("-pk")[:JOBS_SHOWN])
 
     def row(job):
