@@ -313,3 +313,54 @@ def test_real_calls_record_the_health_of_their_upstream(sandbox_factory, django_
     boss = staff(django_user_model, "boss", superuser=True)
     [nhanh] = [r for r in build_overview(boss)["connections"]["rows"] if r["system"] == "nhanh"]
     assert nhanh["status"]["state"] == "failing" and nhanh["status"]["error"] == row.last_error
+
+
+def test_the_test_button_runs_the_connections_action_and_records_its_outcome(sandbox_factory, django_user_model):
+    from django.contrib.messages import get_messages
+
+    from tests.test_connection_admin import nhanh_connection
+
+    server = sandbox_factory(only=["nhanh"], customers=5, seed=3)
+    conn = nhanh_connection(server)
+    manager = staff(django_user_model, "manager", groups=["manager"])
+    client = logged_in(manager)
+    html = client.get(reverse("admin:index")).content.decode()
+    form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', html, re.S)
+    assert form and form.group(1) == reverse("admin:integrations_connection_changelist")
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form.group(2)))
+    assert fields["action"] == "test_connection" and fields["_selected_action"] == str(conn.pk)
+    response = client.post(form.group(1), fields, follow=True)
+    shown = [m.message for m in get_messages(response.wsgi_request)]
+    assert any(m.startswith("Nhanh.vn: OK") for m in shown), shown
+    assert UpstreamStatus.objects.get(key="nhanh").ok
+    # A viewer has no button, and posting the action anyway is refused by the admin (no change permission).
+    viewer = logged_in(staff(django_user_model, "viewer", groups=["viewer"]))
+    refused = viewer.post(form.group(1), fields, follow=True)
+    assert not any("OK" in m.message for m in get_messages(refused.wsgi_request))
+
+
+def test_a_pancake_page_and_a_shopee_shop_report_under_their_own_key():
+    from integrations.pancake.client import PancakeClient
+
+    client = PancakeClient("https://pages.fm")
+    assert client.status_key_for("/api/public_api/v1/pages/105/page_customers") is None  # not asked to record
+    client.status_key = "pancake"
+    assert client.status_key_for("/api/public_api/v1/pages/105/page_customers") == "pancake:105"
+    assert client.status_key_for("/api/v1/pages/106/generate_page_access_token") == "pancake:106"
+    assert client.status_key_for("/api/v1/pages") == "pancake"
+    client.close()
+
+
+def test_shop_rows_and_page_rows_read_their_keys(django_user_model):
+    from ads.models import Shop
+    from pancake.models import PancakePage
+
+    PancakePage.objects.create(page_id="105", name="Shop Hoa")
+    Shop.objects.create(shop_id=600001, name="Shopee Hoa", partner_id=1, partner_key="k")
+    UpstreamStatus.objects.create(key="pancake:105", ok=False, failing_since=timezone.now(),
+                                  last_error="pancake: the user access token expired")
+    UpstreamStatus.objects.create(key="shopee:600001", ok=True, last_ok_at=timezone.now())
+    boss = staff(django_user_model, "boss", superuser=True)
+    rows = {r["kind"]: r for r in build_overview(boss)["connections"]["rows"]}
+    assert rows["page"]["status"]["state"] == "failing" and "expired" in rows["page"]["status"]["error"]
+    assert rows["shop"]["status"]["state"] == "ok"
