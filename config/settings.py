@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",  # OpClass in expression indexes (the admin's trigram search, customers 0005)
     "django_celery_beat",
+    "import_export",  # export of the admin lists (hub/export.py)
     "jobs",
     "integrations",
     "customers",
@@ -133,6 +134,9 @@ LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 LANGUAGE_COOKIE_SAMESITE = "Lax"
 TIME_ZONE = env.str("TIME_ZONE", default="Asia/Ho_Chi_Minh")
 USE_I18N = True
+# Exports (hub/export.py) need <app>.export_<model> besides the view permission; import is not offered.
+IMPORT_EXPORT_EXPORT_PERMISSION_CODE = "export"
+IMPORT_EXPORT_IMPORT_PERMISSION_CODE = "import"
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -91,3 +91,9 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+
+
+# Export buttons on the lists staff filter (hub/export.py); last, so every app's admin is registered by now.
+from .export import attach_exports  # noqa: E402
+
+attach_exports(admin.site)

@@ -14,10 +14,12 @@ class HubConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
+        from .export import create_export_permissions
         from .roles import sync_roles_after_migrate
 
         # After every migrate (Django creates new permissions on post_migrate first: auth's receiver is
         # connected before ours), permissions of apps added later join the viewer/operator/manager roles.
+        post_migrate.connect(create_export_permissions, dispatch_uid="hub.export_permissions")  # before the roles
         post_migrate.connect(sync_roles_after_migrate, dispatch_uid="hub.sync_roles")
 
         connection_created.connect(_owner_only_sqlite_files, dispatch_uid="shopbridge-sqlite-owner-only")

@@ -2,7 +2,7 @@
 
 - **viewer**: sees everything of ours (``view_*``): customers, mappings, jobs, pull progress, schedules.
 - **operator**: a viewer who also runs the work: starts pulls, auto-match and syncs, cancels and retries jobs
-  (``run_*``, ``sync_*``, ``cancel_*``, ``retry_*``, ``enqueue_*``).
+  (``run_*``, ``sync_*``, ``cancel_*``, ``retry_*``, ``enqueue_*``) and exports the lists (``export_*``).
 - **manager**: every permission of our apps and of the schedules (django-celery-beat): also edits connections,
   loyalty tiers and schedules (enable/disable), force-restarts and resets pulls, matches and unmatches, deletes.
 
@@ -19,7 +19,8 @@ ROLES = (VIEWER, OPERATOR, MANAGER)
 # Apps whose permissions the roles cover: ours, and the schedules we install. Django's own (users, groups,
 # sessions, content types, log entries) stay with superusers.
 ROLE_APPS = ("jobs", "integrations", "customers", "products", "ads", "pancake", "hub", "django_celery_beat")
-OPERATOR_PREFIXES = ("run_", "sync_", "cancel_", "retry_", "enqueue_")
+# export_*: a bulk copy of customers' phones and emails (hub/export.py) is a step beyond looking at them.
+OPERATOR_PREFIXES = ("run_", "sync_", "cancel_", "retry_", "enqueue_", "export_")
 
 
 def roles_for(app_label: str, codename: str) -> set[str]:

@@ -40,7 +40,9 @@ def client_class(system: str):
 def client_for(system: str, connection=None, **overrides):
     """A client for ``system`` built from its stored connection (or the one given); ``overrides`` win."""
     conn = connection if connection is not None else get_connection(system)
-    return client_class(system).from_connection(conn, **{**client_options(), **overrides})
+    client = client_class(system).from_connection(conn, **{**client_options(), **overrides})
+    client.status_key = system  # its calls' outcomes show on the overview (integrations.status)
+    return client
 
 
 # A connection test makes one call and must answer while staff wait: no long retry storms.
@@ -66,6 +68,7 @@ def check_connection(connection) -> tuple[bool, str]:
     except (TypeError, ValueError) as exc:
         return False, gettext("%(system)s: the connection settings are incomplete (%(error)s).") % {
             "system": label, "error": exc}
+    client.status_key = connection.system  # a test is a real call: the overview shows its outcome
     try:
         return True, f"{label}: {client.test_connection()}"
     except UpstreamError as exc:

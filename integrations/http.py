@@ -76,6 +76,9 @@ class BaseClient:
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "ShopBridge/0.1"
         self.retries = 0  # how many retries this client made (shown in job metadata)
+        # Where the outcome of calls is recorded for the overview (integrations.status); None: not recorded.
+        # ``client_for`` sets the system; a client per Pancake page or Shopee shop a "system:id" key.
+        self.status_key: str | None = None
 
     def close(self) -> None:
         self.session.close()
@@ -126,8 +129,30 @@ class BaseClient:
         log.warning("%s: attempt %s failed (%s); retrying in %.1f s", self.system, state.attempt_number, exc,
                     state.next_action.sleep if state.next_action else 0)
 
+    def status_key_for(self, path: str) -> str | None:
+        """The status key a call to ``path`` reports under (a client for several pages may refine it)."""
+        return self.status_key
+
+    def observed(self, path: str, fn, *args, **kwargs) -> Any:
+        """Run ``fn`` (a call with its retries) and record its outcome for the overview (integrations.status)."""
+        key = self.status_key_for(path)
+        if key is None:
+            return fn(*args, **kwargs)
+        from .status import counts_as_failure, record_call
+
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            record_call(key, not counts_as_failure(exc), str(exc))
+            raise
+        record_call(key, True)
+        return result
+
     def call(self, method: str, path: str, **kwargs) -> Any:
         """Send a request with retries; returns what ``check_response`` makes of the response."""
+        return self.observed(path, self._call, method, path, **kwargs)
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
         retrying = Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, UpstreamError) and e.retryable),
             wait=self._wait,

@@ -2,6 +2,7 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
@@ -106,3 +107,29 @@ def get_connection(system: str) -> Connection:
             "(Integrations → Connections) or run `manage.py demo` to use the sandbox."
         )
     return conn
+
+
+class UpstreamStatus(models.Model):
+    """How the last real calls to one upstream (or one Pancake page, one Shopee shop) went: what the overview's
+    connection rows show. Written by the clients (``integrations.status.record_call``) only when the state
+    changes or at most once a minute per process, so a pull of thousands of calls writes a handful of rows.
+
+    ``key`` is the system ("nhanh", "shopify", "pancake", "shopee") or "system:sub-id" ("pancake:<page id>",
+    "shopee:<shop id>")."""
+
+    key = models.CharField(_("key"), max_length=80, unique=True)
+    ok = models.BooleanField(_("OK"), default=True)
+    last_ok_at = models.DateTimeField(_("last successful call"), null=True, blank=True)
+    last_failure_at = models.DateTimeField(_("last failed call"), null=True, blank=True)
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True,
+                                         help_text=_("The first failure after the last success."))
+    last_error = models.TextField(_("last error"), blank=True)
+    updated_at = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        ordering = ["key"]
+        verbose_name = _("upstream status")
+        verbose_name_plural = _("upstream statuses")
+
+    def __str__(self):
+        return f"{self.key}: {'OK' if self.ok else 'failing'}"

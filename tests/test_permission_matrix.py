@@ -89,6 +89,12 @@ BUTTONS = {
     "pancake_pancakepage_pull": ("get", (), OPERATOR_UP),
     "pancake_pancakecustomer_link": ("post", (), OPERATOR_UP),
 }
+# Export pages of the lists (hub/export.py): view + export permission (operators and managers).
+BUTTONS.update({f"{label.lower().replace('.', '_')}_export": ("get", (), OPERATOR_UP)
+                for label in ("jobs.BackgroundJob", "customers.NhanhCustomer", "customers.ShopifyCustomer",
+                              "pancake.PancakeCustomer", "customers.CustomerMapping", "customers.AmbiguousMatch",
+                              "products.NhanhProduct", "products.ShopifyProduct", "products.ShopifyVariant",
+                              "products.ProductMapping", "products.AmbiguousSku")})
 
 # JSON endpoints: name → (method, args, body, roles). Refusals are JSON 401 (anonymous) / 403.
 ENDPOINTS = {

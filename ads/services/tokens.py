@@ -21,8 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def _partner_client(shop: Shop, **kw) -> ShopeeClient:
-    return ShopeeClient(shop.base_url, partner_id=shop.partner_id, partner_key=shop.partner_key,
-                        **{**client_options(), **kw})
+    client = ShopeeClient(shop.base_url, partner_id=shop.partner_id, partner_key=shop.partner_key,
+                          **{**client_options(), **kw})
+    client.status_key = f"shopee:{shop.shop_id}"  # the overview's row of this shop (integrations.status)
+    return client
 
 
 def _is_fresh(shop: Shop, rejected: str | None) -> bool:
@@ -64,8 +66,10 @@ def shop_client(shop: Shop, **kw) -> ShopeeClient:
     def source(rejected: str | None = None) -> str:
         return access_token(shop.pk, rejected=rejected)
 
-    return ShopeeClient(shop.base_url, partner_id=shop.partner_id, partner_key=shop.partner_key,
-                        shop_id=shop.shop_id, token_source=source, **{**client_options(), **kw})
+    client = ShopeeClient(shop.base_url, partner_id=shop.partner_id, partner_key=shop.partner_key,
+                          shop_id=shop.shop_id, token_source=source, **{**client_options(), **kw})
+    client.status_key = f"shopee:{shop.shop_id}"  # the overview's row of this shop (integrations.status)
+    return client
 
 
 def authorize_with_code(shop: Shop, code: str) -> None:

@@ -113,6 +113,9 @@ class AdaptiveRateLimiter:
                 self._streak = 0
 
 
+_PAGE_IN_PATH = re.compile(r"/pages/([^/?]+)")
+
+
 class PancakeClient(BaseClient):
     system = "pancake"
 
@@ -128,6 +131,13 @@ class PancakeClient(BaseClient):
         if conn is not None and conn.requests_per_window:
             rate = conn.requests_per_window / max(conn.window_seconds or 1, 1)
         return cls(conn.base_url, **{"requests_per_second": rate, **kw})
+
+    def status_key_for(self, path: str) -> str | None:
+        # A page's calls report under "pancake:<page id>" (each page has its own token and can fail alone).
+        if self.status_key is None:
+            return None
+        match = _PAGE_IN_PATH.search(path)
+        return f"{self.status_key}:{match.group(1)}" if match else self.status_key
 
     def __repr__(self):
         return f"<PancakeClient {self.base_url} rate={self.limiter.rate:.2f}/s>"

@@ -281,7 +281,8 @@ class ShopifyClient(BaseClient):
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
             sleep=self.sleep, before_sleep=self._before_sleep, reraise=True,
         )
-        return retrying(self._send_once, "POST", self.path, json=body, _estimated_cost=estimated_cost)
+        return self.observed(self.path, retrying, self._send_once, "POST", self.path, json=body,
+                             _estimated_cost=estimated_cost)
 
     def _reserve(self, expected_cost: float | None) -> float:
         """Wait until the bucket, as last reported and refilled since, holds ``expected_cost`` on top of what
