@@ -51,6 +51,10 @@ class Connection(models.Model):
     issued_token = SecretField(blank=True, editable=False)
     issued_token_obtained_at = models.DateTimeField(null=True, blank=True, editable=False)
     issued_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Nhanh: the webhook verify token of the app (16–128 alphanumerics); a delivery's Authorization header
+    # must equal it, else 401 and nothing is stored.
+    webhook_verify_token = SecretField(blank=True, help_text="Nhanh: the app's webhook verify token (as entered "
+                                       "on open.nhanh.vn). Deliveries without it are refused.")
     requests_per_window = models.PositiveIntegerField(
         null=True, blank=True,
         help_text="Client-side request cap (Nhanh documents 150 per 30 s per URL). Empty: no client cap.",
@@ -59,7 +63,7 @@ class Connection(models.Model):
     is_sandbox = models.BooleanField(default=False, help_text="Points at the local sandbox (demo/tests).")
     updated_at = models.DateTimeField(auto_now=True)
 
-    SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token")
+    SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token", "webhook_verify_token")
 
     class Meta:
         ordering = ["system"]

@@ -252,3 +252,7 @@ class AmbiguousSku(models.Model):
 
     def __str__(self):
         return f"{self.sku_key}: {len(self.nhanh_product_ids)} Nhanh × {len(self.shopify_variant_ids)} Shopify"
+
+
+# The sync side's tables (stock pushes, pending syncs, webhook deliveries) live in their own module.
+from .models_sync import NhanhWebhookDelivery, PendingStockSync, StockPush, WebhookOutcome  # noqa: E402, F401
