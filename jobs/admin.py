@@ -189,7 +189,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected jobs (same parameters)", permissions=["retry"])
     def retry_jobs(self, request, queryset):
         for job in queryset.exclude(status__in=ACTIVE_STATUSES):
-            if not services.may_start(request.user, job.type):
+            if not services.may_start(request.user, job.type, job.params):
                 self.message_user(request, f"Job #{job.pk} not retried: you may not start {job.type_label} jobs.",
                                   messages.ERROR)
                 continue
@@ -282,7 +282,7 @@ class PullProgressAdmin(admin.ModelAdmin):
             if p.job_id is None:
                 self.message_user(request, f"{p.progress_id}: no job to restart from.", messages.WARNING)
                 continue
-            if not services.may_start(request.user, p.job.type):
+            if not services.may_start(request.user, p.job.type, p.job.params):
                 self.message_user(request, f"{p.progress_id}: you may not start {p.job.type_label} jobs.",
                                   messages.ERROR)
                 continue
