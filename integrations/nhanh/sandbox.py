@@ -26,10 +26,12 @@ from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
 
+from integrations.sandbox.catalog_population import CatalogPopulation
 from integrations.sandbox.population import FastRandom
 
 from ..sandbox.base import Faults, SandboxApp, SandboxRequest, SandboxResponse
 from ..sandbox.population import CITIES, JUNK_PHONES, render_phone
+from .sandbox_catalog import CatalogFormError, NhanhCatalog
 
 SANDBOX_APP_ID = "sandbox-app"
 SANDBOX_BUSINESS_ID = "12345"
@@ -126,6 +128,17 @@ class NhanhFaults(Faults):
     def row_variations(self) -> tuple:
         return (self.cursor_shape, self.cursor_end, self.extra_fields_rate, self.omit_optional_rate,
                 self.numbers_as_strings_rate)
+
+
+def catalog_for(options, population) -> CatalogPopulation:
+    """The product catalog the Nhanh and Shopify sandboxes share (built once per population)."""
+    catalog = getattr(population, "catalog", None)
+    if catalog is None:
+        catalog = CatalogPopulation(seed=options.seed, products=getattr(options, "products", 300),
+                                    anchor=getattr(population, "anchor", None))
+        if population is not None:
+            population.catalog = catalog
+    return catalog
 
 
 def _customer_id(index: int) -> int:
@@ -239,7 +252,10 @@ class NhanhSandbox(SandboxApp):
         self.routes = {
             "/v3.0/customer/list": self.customer_list,
             "/v3.0/app/checkaccesstoken": self.check_access_token,
+            "/v3.0/product/list": self.product_list,
+            "/v3.0/product/inventory": self.product_inventory,
         }
+        self.catalog = NhanhCatalog(catalog_for(options, population))
         self.overrides: dict[int, dict[str, Any]] = {}  # customer index → changed fields (control API)
         self.page_cache: OrderedDict[str, bytes] = OrderedDict()  # encoded pages, emptied by any change
         self.locks: dict[str, RateLock] = {}  # rate-limit key → lock
@@ -298,7 +314,7 @@ class NhanhSandbox(SandboxApp):
             return _failure("ERR_INVALID_DATA", "invalid data: the body must be a JSON object")
         try:
             return route(body)
-        except FormError as exc:
+        except (FormError, CatalogFormError) as exc:
             return _failure("ERR_INVALID_FORM_FIELDS", exc.messages)
 
     def _is_locked(self, request: SandboxRequest) -> bool:
@@ -355,6 +371,28 @@ class NhanhSandbox(SandboxApp):
                 while len(self.page_cache) > PAGE_CACHE_PAGES:
                     self.page_cache.popitem(last=False)
         return response
+
+    # --- products (sandbox_catalog) ----------------------------------------------------------------------
+    def product_list(self, body: dict) -> SandboxResponse:
+        return self._product_page(body, inventory=False)
+
+    def product_inventory(self, body: dict) -> SandboxResponse:
+        return self._product_page(body, inventory=True)
+
+    def _product_page(self, body: dict, *, inventory: bool) -> SandboxResponse:
+        filters, paginator = body.get("filters") or {}, body.get("paginator") or {}
+        if not isinstance(filters, dict) or not isinstance(paginator, dict):
+            raise FormError({"filters": "filters and paginator must be objects"})
+        size, after_id = self._parse_paginator(paginator)
+        sort = paginator.get("sort") or {}
+        direction = sort.get("productId" if inventory else "id", "asc") if isinstance(sort, dict) else "asc"
+        if direction not in ("asc", "desc"):
+            raise FormError({"paginator.sort": "sort must be asc or desc"})
+        rows, more = self.catalog.page(filters, size, after_id, descending=direction == "desc",
+                                       inventory=inventory)
+        id_key = "productId" if inventory else "id"
+        page_info = {"next": self._cursor(rows[-1][id_key])} if more else self._end(after_id)
+        return SandboxResponse(200, {"code": 1, "data": rows, "paginator": page_info})
 
     def _customer_page(self, query, size: int, after_id: int | None) -> SandboxResponse:
         candidates = self._candidates(query, after_id)
@@ -536,7 +574,13 @@ class NhanhSandbox(SandboxApp):
             return [_customer_id(index) for index in self._candidates(query, None)
                     if query.updated_in_range(self._updated_at(index)) and query.matches(self._record(index))]
         if action == "stats":
-            return {"customers": self.population.n_nhanh, "changed": len(self.overrides)}
+            return {"customers": self.population.n_nhanh, "changed": len(self.overrides),
+                    "products": len(self.catalog.items), "stock_changes": self.catalog.stock_changes}
+        if action == "products":  # GET /_sandbox/nhanh/products: [{"code", "depots": {depot_id: available}}]
+            return SandboxResponse(200, self.catalog.products_truth())
+        if action == "set_available":  # {product_id, depot_id, available}
+            return self.catalog.set_available(int(payload["product_id"]), int(payload["depot_id"]),
+                                              payload["available"])
         raise KeyError(action)
 
     def _index_or_error(self, customer_id: Any) -> int:

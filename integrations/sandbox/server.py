@@ -203,7 +203,9 @@ class SandboxServer(ThreadingHTTPServer):
             app.faults = app.default_faults()
             return SandboxResponse(200, app.faults.as_dict())
         try:
-            return SandboxResponse(200, {"result": app.control(action, payload)})
+            result = app.control(action, payload)
+            # A hook may answer with its own response (the truth endpoints return a bare list).
+            return result if isinstance(result, SandboxResponse) else SandboxResponse(200, {"result": result})
         except KeyError:
             return SandboxResponse(404, {"error": f"sandbox {name} has no action {action}"})
 
