@@ -53,6 +53,7 @@ class PendingStockSync(models.Model):
 
 class WebhookOutcome(models.TextChoices):
     QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
     PROCESSED = "processed", _("Processed")
     REPLAY = "replay", _("Replay (ignored)")
     IGNORED = "ignored", _("Ignored")

@@ -50,6 +50,7 @@ from integrations.sandbox.base import SandboxApp, SandboxOptions, SandboxRequest
 from integrations.sandbox.population import Population
 
 from .sandbox_bulk import BULK_GID, DEFAULT_ROWS_PER_SECOND, BulkFault, BulkRunner
+from . import sandbox_inventory
 from .sandbox_catalog import ShopifyCatalog
 from .sandbox_schema import MAX_QUERY_COST, CostModel, make_schema
 from .sandbox_store import CustomerStore, public_view
@@ -266,6 +267,7 @@ def _schema():
     mutation["bulkOperationRunQuery"].resolve = lambda root, info, query: _bulk(info).run_query(
         query, version=info.context.version, url_base=info.context.url_base)
     mutation["bulkOperationCancel"].resolve = lambda root, info, id: _bulk(info).cancel(id)
+    sandbox_inventory.install(schema)  # inventorySetQuantities, productVariantsBulkUpdate
     return schema
 
 
@@ -308,6 +310,7 @@ class ShopifySandbox(SandboxApp):
         from integrations.nhanh.sandbox import catalog_for
 
         self.catalog = ShopifyCatalog(catalog_for(options, population))
+        self.inventory = sandbox_inventory.InventoryWrites(self.catalog)
         self.bucket = LeakyBucket(*STANDARD_PLAN)
         self.throttled = 0
         self.cost_spent = 0
@@ -494,6 +497,12 @@ class ShopifySandbox(SandboxApp):
             return self.stats()
         if action == "inventory":  # GET /_sandbox/shopify/inventory: [{"sku", "location_id", "available"}]
             return SandboxResponse(200, self.catalog.inventory_truth())
+        if action == "inventory_user_errors":
+            # {inventory_item_ids, code, message}: inventorySetQuantities refuses these items (empty list: none)
+            self.inventory.injected = {int(i): {"code": payload.get("code"), "message": payload.get("message") or
+                                                "Invalid inventory item"}
+                                       for i in payload.get("inventory_item_ids") or ()}
+            return {"items": len(self.inventory.injected)}
         if action == "set_level":  # {inventory_item_id, location_id, available}: a sale made in Shopify
             return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
                                                        int(payload["location_id"]), int(payload["available"]))}
@@ -527,6 +536,8 @@ class ShopifySandbox(SandboxApp):
         return {"customers": self.store.count(), "created": len(self.store.created_ids),
                 "products": len(self.catalog.products), "variants": len(self.catalog.variants),
                 "level_writes": self.catalog.level_writes, "price_writes": self.catalog.price_writes,
+                "inventory_calls_applied": self.inventory.calls_applied, "inventory_replays": self.inventory.replays,
+                "inventory_stale": self.inventory.stale,
                 "changed": len(self.store.changed), "metafields_written": self.store.metafields_written,
                 "cost_spent": self.cost_spent, "throttled": self.throttled,
                 "requests_served": self.requests_served, "rate_limited": self.rate_limited,

@@ -1,6 +1,7 @@
 """The Shopify sandbox's stock and price writes, applied to its catalog (``sandbox_catalog``) so a later pull shows
 them: ``inventorySetQuantities`` and ``productVariantsBulkUpdate`` as the 2026-10 API documents them
-(shared/upstreams/shopify.md §8–9), and the ``inventoryItem(id:) { inventoryLevel(locationId:) }`` read-back.
+(shared/upstreams/shopify.md §8–9). (The read side, ``inventoryItem { inventoryLevel(locationId:) }`` included, is
+the catalog's.)
 
 ``inventorySetQuantities``:
 - needs ``@idempotent(key:)`` (2026-04 and later; on older versions it is optional). The same key with the same
@@ -19,9 +20,8 @@ them: ``inventorySetQuantities`` and ``productVariantsBulkUpdate`` as the 2026-1
 ``productVariantsBulkUpdate``: one product, every variant must be its own (``MUST_BE_FOR_THIS_PRODUCT``), prices
 not negative; with ``allowPartialUpdates: false`` (the default) nothing is applied when one variant is refused.
 
-The catalog interface used: ``lock``, ``level(item_id, location_id)``, ``set_level(item_id, location_id, qty)``,
-``has_item(item_id)``, ``has_location(location_id)``, ``variant(variant_id)`` (a dict with ``product_id``,
-``price``, ``compareAtPrice``) and ``set_variant_prices(variant_id, price, compare_at)``.
+The catalog (``sandbox_catalog.ShopifyCatalog``) used: ``lock``, ``by_item``, ``locations``, ``level``,
+``set_level``, ``variant``, ``variants``, ``variant_view`` and ``set_variant_prices``.
 """
 
 from __future__ import annotations
@@ -137,11 +137,11 @@ class InventoryWrites:
                 at = ["input", "quantities", str(i)]
                 item = _gid_id(q.get("inventoryItemId"), "InventoryItem")
                 location = _gid_id(q.get("locationId"), "Location")
-                if item is None or not catalog.has_item(item):
+                if item is None or item not in catalog.by_item:
                     errors.append(_user_error("INVALID_INVENTORY_ITEM", [*at, "inventoryItemId"],
                                               "The specified inventory item could not be found."))
                     continue
-                if location is None or not catalog.has_location(location):
+                if location is None or location not in catalog.locations:
                     errors.append(_user_error("INVALID_LOCATION", [*at, "locationId"],
                                               "The specified location could not be found."))
                     continue
@@ -193,28 +193,6 @@ class InventoryWrites:
                         for _item, _location, before, after in planned if after != before],
         }, "userErrors": []}
 
-    # --- inventoryItem(id:) read-back --------------------------------------------------------------------
-    def item(self, gid: str) -> dict | None:
-        item = _gid_id(gid, "InventoryItem")
-        if item is None or not self.catalog.has_item(item):
-            return None
-        return {"id": gid, "_item": item}
-
-    def level_of(self, item: dict, location_gid: str) -> dict | None:
-        location = _gid_id(location_gid, "Location")
-        if location is None:
-            return None
-        with self.catalog.lock:
-            quantity = self.catalog.level(item["_item"], location)
-        if quantity is None:
-            return None
-        return {"_quantity": quantity, "id": f"gid://shopify/InventoryLevel/{item['_item']}?inventory_item_id="
-                                             f"{item['_item']}&location_id={location}"}
-
-    @staticmethod
-    def quantities_of(level: dict, names: list[str]) -> list[dict]:
-        return [{"name": n, "quantity": level["_quantity"]} for n in names if n in QUANTITY_NAMES]
-
     # --- productVariantsBulkUpdate ------------------------------------------------------------------------
     def bulk_update_variants(self, product_gid: str, variants: list[dict], allow_partial: bool = False) -> dict:
         product = _gid_id(product_gid, "Product")
@@ -239,8 +217,8 @@ class InventoryWrites:
                     continue
                 price = _decimal(v.get("price")) if "price" in v else current.get("price")
                 compare_at = _decimal(v.get("compareAtPrice")) if "compareAtPrice" in v \
-                    else current.get("compareAtPrice")
-                if price is not None and Decimal(price) < 0:
+                    else current.get("compare_at")
+                if price is None or Decimal(price) < 0 or (compare_at is not None and Decimal(compare_at) < 0):
                     errors.append(_user_error("NEGATIVE_PRICE_VALUE", [*at, "price"],
                                               "Price must be greater than or equal to 0"))
                     continue
@@ -251,9 +229,75 @@ class InventoryWrites:
             if errors and not allow_partial:
                 return {"product": None, "productVariants": None, "userErrors": errors}
             for variant_id, price, compare_at in planned:
-                self.catalog.set_variant_prices(variant_id, price, compare_at)
-            updated = [self.catalog.variant(variant_id) for variant_id, _, _ in planned]
+                self.catalog.set_variant_prices(variant_id, Decimal(price),
+                                                None if compare_at is None else Decimal(compare_at))
+            updated = [self.catalog.variant_view(self.catalog.variants[variant_id]) for variant_id, _, _ in planned]
         return {"productVariants": updated, "userErrors": errors}
+
+
+INVENTORY_SDL = '''
+"""Added in 2026-01; required at runtime on inventory mutations from 2026-04."""
+directive @idempotent(key: String!) on FIELD
+
+enum InventorySetQuantitiesUserErrorCode {
+  INVALID_INVENTORY_ITEM INVALID_LOCATION INVALID_QUANTITY_NEGATIVE INVALID_REASON INVALID_REFERENCE_DOCUMENT
+  INVALID_QUANTITY_TOO_HIGH INVALID_QUANTITY_TOO_LOW INVALID_NAME NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR
+  NON_MUTABLE_INVENTORY_ITEM CHANGE_FROM_QUANTITY_STALE
+}
+enum ProductVariantsBulkUpdateUserErrorCode {
+  INVALID_INPUT PRODUCT_DOES_NOT_EXIST PRODUCT_VARIANT_ID_MISSING PRODUCT_VARIANT_DOES_NOT_EXIST
+  MUST_BE_FOR_THIS_PRODUCT NEGATIVE_PRICE_VALUE GREATER_THAN_OR_EQUAL_TO
+}
+
+input InventoryQuantityInput { inventoryItemId: ID! locationId: ID! quantity: Int! changeFromQuantity: Int }
+input InventorySetQuantitiesInput {
+  reason: String!
+  name: String!
+  referenceDocumentUri: String
+  quantities: [InventoryQuantityInput!]!
+}
+type InventoryChange { delta: Int! name: String! quantityAfterChange: Int }
+type InventoryAdjustmentGroup implements Node {
+  id: ID!
+  reason: String!
+  referenceDocumentUri: String
+  createdAt: DateTime!
+  changes: [InventoryChange!]!
+}
+type InventorySetQuantitiesUserError { code: InventorySetQuantitiesUserErrorCode field: [String!] message: String! }
+type InventorySetQuantitiesPayload {
+  inventoryAdjustmentGroup: InventoryAdjustmentGroup
+  userErrors: [InventorySetQuantitiesUserError!]!
+}
+
+input ProductVariantsBulkInput { id: ID price: Money compareAtPrice: Money barcode: String }
+type ProductVariantsBulkUpdateUserError {
+  code: ProductVariantsBulkUpdateUserErrorCode
+  field: [String!]
+  message: String!
+}
+type ProductVariantsBulkUpdatePayload {
+  product: Product
+  productVariants: [ProductVariant!]
+  userErrors: [ProductVariantsBulkUpdateUserError!]!
+}
+
+extend type Mutation {
+  inventorySetQuantities(input: InventorySetQuantitiesInput!): InventorySetQuantitiesPayload
+  productVariantsBulkUpdate(productId: ID!, variants: [ProductVariantsBulkInput!]!,
+                            allowPartialUpdates: Boolean = false): ProductVariantsBulkUpdatePayload
+}
+'''
+
+
+def install(schema) -> None:
+    """Resolvers of the mutations above; ``info.context.app.inventory`` is the sandbox's InventoryWrites."""
+    mutation = schema.mutation_type.fields
+    mutation["inventorySetQuantities"].resolve = lambda root, info, input: info.context.app.inventory \
+        .set_quantities(info, input)
+    mutation["productVariantsBulkUpdate"].resolve = lambda root, info, productId, variants, \
+        allowPartialUpdates=False, **_: info.context.app.inventory.bulk_update_variants(
+            productId, variants, allowPartialUpdates or False)
 
 
 def _decimal(value) -> str | None:

@@ -342,7 +342,9 @@ CONNECTION_BASE_COST = 2
 
 
 def make_schema() -> GraphQLSchema:
-    schema = build_schema(SDL + CATALOG_SDL)
+    from .sandbox_inventory import INVENTORY_SDL
+
+    schema = build_schema(SDL + CATALOG_SDL + INVENTORY_SDL)
     # Customer is the only owner type modelled, so every HasMetafields value is a Customer.
     schema.type_map["HasMetafields"].resolve_type = lambda value, info, type_: "Customer"
     schema.type_map["Node"].resolve_type = lambda value, info, type_: value["id"].split("/")[3]  # gid://shopify/<Type>/<n>
