@@ -49,8 +49,8 @@ except ImportError:  # graphql-core 3.2 has no pluggable executor: the stock one
 from integrations.sandbox.base import SandboxApp, SandboxOptions, SandboxRequest, SandboxResponse
 from integrations.sandbox.population import Population
 
-from .sandbox_bulk import BULK_GID, DEFAULT_ROWS_PER_SECOND, BulkFault, BulkRunner
 from . import sandbox_inventory
+from .sandbox_bulk import BULK_GID, DEFAULT_ROWS_PER_SECOND, BulkFault, BulkRunner
 from .sandbox_catalog import ShopifyCatalog
 from .sandbox_schema import MAX_QUERY_COST, CostModel, make_schema
 from .sandbox_store import CustomerStore, public_view

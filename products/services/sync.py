@@ -53,7 +53,6 @@ from ..models import (
     NhanhStock,
     ProductMapping,
     ShopifyInventoryLevel,
-    ShopifyLocation,
     ShopifyVariant,
     StockPush,
 )
