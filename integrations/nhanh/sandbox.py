@@ -546,7 +546,14 @@ class NhanhSandbox(SandboxApp):
         return bad
 
     # --- control API --------------------------------------------------------------------------------
+    def business_id(self) -> str:
+        return SANDBOX_BUSINESS_ID
+
     def control(self, action: str, payload: dict) -> Any:
+        if action == "webhooks":  # send Nhanh webhooks to a URL (sandbox_webhooks)
+            from .sandbox_webhooks import send
+
+            return send(self, payload)
         if action == "touch":
             # A purchase: updatedAt moves to now and, with a new total, lastBoughtDate to today.
             indexes = [self._index_or_error(cid) for cid in payload.get("ids", [])]

@@ -7,7 +7,7 @@ def register() -> None:
     from config.schedules import Schedule
     from config.schedules import register as register_schedules
 
-    from .. import operations_sync, tasks_sync  # noqa: F401 - the Celery tasks register on import
+    from .. import admin_sync, operations_sync, tasks_sync  # noqa: F401 - tasks and the deliveries' admin register on import
     from . import sync
 
     sync.register()

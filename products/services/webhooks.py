@@ -32,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import Connection
@@ -151,7 +152,7 @@ def process_delivery(delivery_id: int) -> str:
     delivery = NhanhWebhookDelivery.objects.get(pk=delivery_id)
     try:
         with transaction.atomic(durable=True):
-            detail, mapping_ids = apply(delivery.event, delivery.payload.get("data"))
+            detail, mapping_ids = apply(delivery.event, delivery.payload.get("data"), delivery.received_at)
             queue_stock_sync(mapping_ids)
             NhanhWebhookDelivery.objects.filter(pk=delivery_id).update(
                 outcome=WebhookOutcome.PROCESSED, detail=detail, processed_at=timezone.now())
@@ -163,21 +164,25 @@ def process_delivery(delivery_id: int) -> str:
     return WebhookOutcome.PROCESSED
 
 
-def apply(event: str, data) -> tuple[str, list[int]]:
-    """Store what the event says; returns (a summary, the mappings whose stock changed)."""
+def apply(event: str, data, as_of=None) -> tuple[str, list[int]]:
+    """Store what the event says (``as_of``: when it was received); returns (a summary, the mappings whose
+    stock changed)."""
+    as_of = as_of or timezone.now()
     if event in STOCK_EVENTS:
         records = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
         products = _products_for(records)
-        changed = _store_stock({p.nhanh_id: r.get("depots") for r, p in products})
-        return f"stock of {len(products)} product(s), {changed} depot row(s)", _mappings_of([p for _, p in products])
+        changed = _store_stock({p.nhanh_id: r.get("depots") for r, p in products}, as_of)
+        return (f"stock of {len(products)} product(s), {changed} depot row(s) stored"
+                + ("" if changed or not products else " (newer stock already stored: skipped)"),
+                _mappings_of([p for _, p in products]) if changed else [])
     if event in PRODUCT_EVENTS:
         records = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
         products = upsert_products(records)
         stock = {p.nhanh_id: (r.get("inventory") or {}).get("depots") for r, p in products
                  if isinstance(r.get("inventory"), dict)}
-        changed = _store_stock(stock)
+        changed = _store_stock(stock, as_of)
         return (f"{len(products)} product(s) upserted, {changed} depot row(s)",
-                _mappings_of([p for r, p in products if p.nhanh_id in stock]))
+                _mappings_of([p for r, p in products if p.nhanh_id in stock]) if changed else [])
     if event == "productDelete":
         ids = _product_ids(event, data)
         products = list(NhanhProduct.objects.filter(nhanh_id__in=ids))
@@ -238,9 +243,17 @@ def upsert_products(records: list[dict], *, minimal: bool = False) -> list[tuple
     return [(r, stored[int(r["id"])]) for r in records if _is_int(r.get("id")) and int(r["id"]) in stored]
 
 
-def _store_stock(depots_by_product: dict[int, list | None]) -> int:
-    """Each product's stock per depot as the event reports it (depots it does not list are left as they are)."""
-    products = dict(NhanhProduct.objects.filter(nhanh_id__in=list(depots_by_product)).values_list("nhanh_id", "pk"))
+def _store_stock(depots_by_product: dict[int, list | None], as_of) -> int:
+    """Each product's stock per depot as the event reports it (depots it does not list are left as they are).
+
+    Deliveries may be processed out of order (several workers, Nhanh's retries): a product's stock is written
+    only by a delivery received after the stock stored (``stock_updated_at``, which pulls set too), under a row
+    lock, so an older delivery never overwrites a newer one."""
+    if not depots_by_product:
+        return 0
+    products = dict(NhanhProduct.objects.select_for_update().filter(
+        Q(stock_updated_at__isnull=True) | Q(stock_updated_at__lt=as_of),
+        nhanh_id__in=list(depots_by_product)).values_list("nhanh_id", "pk"))
     rows, depot_ids = [], set()
     for nhanh_id, depots in depots_by_product.items():
         if nhanh_id not in products or not isinstance(depots, list | dict):
@@ -259,7 +272,7 @@ def _store_stock(depots_by_product: dict[int, list | None]) -> int:
     if rows:
         NhanhStock.objects.bulk_create(rows, update_conflicts=True, unique_fields=["product", "depot_id"],
                                        update_fields=list(STOCK_FIELDS))
-        NhanhProduct.objects.filter(pk__in=list(products.values())).update(stock_updated_at=timezone.now())
+    NhanhProduct.objects.filter(pk__in=list(products.values())).update(stock_updated_at=as_of)
     return len(rows)
 
 
