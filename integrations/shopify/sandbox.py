@@ -497,6 +497,8 @@ class ShopifySandbox(SandboxApp):
             return self.stats()
         if action == "inventory":  # GET /_sandbox/shopify/inventory: [{"sku", "location_id", "available"}]
             return SandboxResponse(200, self.catalog.inventory_truth())
+        if action == "level":  # {inventory_item_id, location_id} → available (None: not stocked there)
+            return self.catalog.level(int(payload["inventory_item_id"]), int(payload["location_id"]))
         if action == "inventory_user_errors":
             # {inventory_item_ids, code, message}: inventorySetQuantities refuses these items (empty list: none)
             self.inventory.injected = {int(i): {"code": payload.get("code"), "message": payload.get("message") or

@@ -37,6 +37,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
@@ -215,32 +216,62 @@ def _error_text(errors: list) -> str:
 
 
 def _record(mapping_ids: Iterable[int], outcomes: _Outcomes, totals: ProductSyncTotals) -> None:
-    """One bulk UPDATE for a round: what was sent, or Shopify's errors verbatim."""
+    """A round's outcomes in a few set-based UPDATEs: Shopify's errors verbatim (one UPDATE per distinct error),
+    the others in step, and the levels sent merged into ``last_sent_stock``."""
     now = timezone.now()
     keep = settings.SHOPBRIDGE["ERROR_EXAMPLES_KEPT"]
-    changed = []
-    for m in ProductMapping.objects.filter(pk__in=list(mapping_ids)).select_related("shopify_variant"):
-        outcome = outcomes.get(m.pk) or _Outcome()
-        if outcome.touched or outcome.errors:
-            m.sync_attempts += 1
-        if outcome.errors:
-            m.sync_status, m.last_error = SyncStatus.FAILED, _error_text(outcome.errors)
-            totals.failed += 1
-            if len(totals.errors) < keep:
-                totals.errors.append(f"mapping {m.pk} (Shopify variant {m.shopify_variant.shopify_id}): "
-                                     f"{m.last_error[:500]}")
+    ids = list(mapping_ids)
+    by_error: dict[str, list[int]] = defaultdict(list)
+    touched, untouched = [], []
+    for mapping_id in ids:
+        outcome = outcomes.get(mapping_id)
+        if outcome is not None and outcome.errors:
+            by_error[_error_text(outcome.errors)].append(mapping_id)
+        elif outcome is not None and outcome.touched:
+            touched.append(mapping_id)
         else:
-            if not outcome.touched and m.sync_status == SyncStatus.SYNCED and not m.last_error:
-                totals.synced += 1
-                continue  # already in step and recorded as such: no write
-            m.sync_status, m.last_error, m.synced_at = SyncStatus.SYNCED, "", now
-            totals.synced += 1
-        if outcome.sent:
-            m.last_sent_stock = {**(m.last_sent_stock or {}), **outcome.sent}
-        changed.append(m)
-    ProductMapping.objects.bulk_update(changed, ["sync_status", "last_error", "synced_at", "last_sent_stock",
-                                                 "sync_attempts", "last_sent_price",
-                                                 "last_sent_compare_at_price"], batch_size=1000)
+            untouched.append(mapping_id)
+    for text, failed in by_error.items():
+        for part in _chunks(failed):
+            ProductMapping.objects.filter(pk__in=part).update(
+                sync_status=SyncStatus.FAILED, last_error=text, sync_attempts=F("sync_attempts") + 1)
+        totals.failed += len(failed)
+        if len(totals.errors) < keep:
+            variants = dict(ProductMapping.objects.filter(pk__in=failed[:keep]).values_list(
+                "pk", "shopify_variant__shopify_id"))
+            totals.errors.extend(f"mapping {m} (Shopify variant {variants.get(m)}): {text[:500]}"
+                                 for m in failed[:keep - len(totals.errors)])
+    for part in _chunks(touched):
+        ProductMapping.objects.filter(pk__in=part).update(
+            sync_status=SyncStatus.SYNCED, last_error="", synced_at=now, sync_attempts=F("sync_attempts") + 1)
+    for part in _chunks(untouched):  # nothing to send: in step (only rows not recorded as such are written)
+        ProductMapping.objects.filter(pk__in=part).filter(
+            ~Q(sync_status=SyncStatus.SYNCED) | ~Q(last_error="")).update(
+            sync_status=SyncStatus.SYNCED, last_error="", synced_at=now)
+    totals.synced += len(touched) + len(untouched)
+    sent = [(m, json.dumps(outcomes[m].sent)) for m in ids if m in outcomes and outcomes[m].sent]
+    for part in _chunks(sent, 1000):
+        _merge_sent_stock(part)
+
+
+def _chunks(items: list, size: int = 5000):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _merge_sent_stock(rows: list[tuple[int, str]]) -> None:
+    """``last_sent_stock`` of each mapping merged with the levels just set (JSON objects), one UPDATE."""
+    table = ProductMapping._meta.db_table
+    values = ", ".join(["(%s, %s)"] * len(rows))
+    params = [x for row in rows for x in row]
+    if connection.vendor == "postgresql":
+        sql = (f"WITH v(id, s) AS (VALUES {values}) UPDATE {table} AS m SET last_sent_stock = "  # noqa: S608
+               f"COALESCE(m.last_sent_stock, '{{}}'::jsonb) || v.s::jsonb FROM v WHERE m.id = v.id")
+    else:
+        sql = (f"WITH v(id, s) AS (VALUES {values}) UPDATE {table} SET last_sent_stock = "  # noqa: S608
+               f"json_patch(COALESCE(last_sent_stock, '{{}}'), v.s) FROM v WHERE {table}.id = v.id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # --- sending ----------------------------------------------------------------------------------------------
@@ -265,6 +296,7 @@ class _StockSender:
         self.reference, self.ctx = reference, ctx
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stock")
         self.in_flight: deque[tuple[Future, StockPush, list[LevelChange]]] = deque()
+        self.levels_to_store: list[tuple[int, int, int | None]] = []
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -294,6 +326,9 @@ class _StockSender:
     def drain(self) -> None:
         while self.in_flight:
             self._settle(*self.in_flight.popleft())
+        for part in _chunks(self.levels_to_store, 2000):
+            _store_levels(part)
+        self.levels_to_store = []
 
     def _settle(self, future: Future, push: StockPush, changes: list[LevelChange]) -> None:
         self.totals.calls += 1
@@ -354,7 +389,8 @@ class _StockSender:
             self.send(stale, stale_retry=True)
 
     def _applied(self, changes: list[LevelChange], *, sent: bool = True) -> None:
-        _store_levels([(c.variant_pk, c.location_id, c.quantity) for c in changes])
+        # Stored at the end of the round (``drain``), in a few bulk upserts instead of one per call.
+        self.levels_to_store.extend((c.variant_pk, c.location_id, c.quantity) for c in changes)
         for c in changes:
             o = self.outcomes.of(c.mapping_id)
             o.touched = True
