@@ -285,3 +285,34 @@ def test_pull_command_for_products(catalog, capsys):
     assert "created" in capsys.readouterr().out
     with pytest.raises(CommandError, match="not 'nope'"):
         call_command("pull", "nhanh", "products", "--mode", "nope")
+
+
+# --- stock per location -----------------------------------------------------------------------------------
+def test_desired_levels_sum_the_depots_feeding_each_location(catalog):
+    from integrations.sandbox.catalog_population import DEFAULT_DEPOT_LOCATIONS
+    from products.services.stock import assign_depot_locations, desired_levels
+
+    pulled(catalog)
+    automatch.auto_match_products()
+    assert desired_levels() == []  # no depot feeds a location yet
+    # Every depot but the last: Hà Nội's two depots feed one location.
+    feeding = dict(list(DEFAULT_DEPOT_LOCATIONS.items())[:3])
+    assign_depot_locations(feeding)
+    truth = truth_stock(catalog)
+    shopify = {(v, loc): qty for v, loc, qty in shopify_truth(catalog)}
+    mapped = mapped_pairs()
+    expected = {}
+    for nhanh_id, variant_id in mapped.items():
+        for location in set(feeding.values()):
+            total = sum(truth.get(nhanh_id, {}).get(str(d), 0) for d, loc in feeding.items() if loc == location)
+            expected[(variant_id, location)] = (max(total, 0), shopify.get((variant_id, location)))
+    levels = desired_levels()
+    assert {(lvl.variant_shopify_id, lvl.location_id): (lvl.available, lvl.shopify_available)
+            for lvl in levels} == expected
+    assert len(levels) == len(mapped) * 2
+    assert any(lvl.available == 0 for lvl in levels) and all(isinstance(lvl.available, int) for lvl in levels)
+    some = levels[0].mapping_id
+    assert {lvl.mapping_id for lvl in desired_levels(mapping_ids=[some])} == {some}
+    assert all(lvl.differs for lvl in desired_levels(only_differing=True))
+    with pytest.raises(ValueError, match="unknown Shopify location"):
+        assign_depot_locations({31010: 1})
