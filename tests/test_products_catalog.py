@@ -46,10 +46,10 @@ def connect(server):
     Connection.objects.update_or_create(system="nhanh", defaults={
         "base_url": server.url_for("nhanh"), "app_id": nhanh_sandbox.SANDBOX_APP_ID,
         "business_id": nhanh_sandbox.SANDBOX_BUSINESS_ID, "access_token": nhanh_sandbox.SANDBOX_ACCESS_TOKEN,
-        "requests_per_window": None})
+        "requests_per_window": None, "is_sandbox": True})
     Connection.objects.update_or_create(system="shopify", defaults={
         "base_url": server.url_for("shopify"), "access_token": shopify_sandbox.SANDBOX_ACCESS_TOKEN,
-        "api_version": "2026-10"})
+        "api_version": "2026-10", "is_sandbox": True})
 
 
 @pytest.fixture
@@ -316,3 +316,20 @@ def test_desired_levels_sum_the_depots_feeding_each_location(catalog):
     assert all(lvl.differs for lvl in desired_levels(only_differing=True))
     with pytest.raises(ValueError, match="unknown Shopify location"):
         assign_depot_locations({31010: 1})
+
+
+def test_demo_maps_every_sandbox_depot_to_a_location_and_the_pulls_fill_them(catalog, capsys):
+    from collections import Counter
+
+    call_command("demo", "--sandbox-url", catalog.base_url)
+    assert "Nhanh depot 31010" in capsys.readouterr().out
+    pop = population(catalog)
+    depots = {d.depot_id: d.location.shopify_id for d in NhanhDepot.objects.select_related("location")}
+    assert set(depots) == {d for d, _ in pop.depots}
+    fed = Counter(depots.values())
+    assert set(fed) == {loc for loc, _ in pop.locations} and max(fed.values()) >= 2
+    connect(catalog)  # the demo points connections at the sandbox's default address
+    pull("nhanh")
+    pull("shopify")
+    assert ShopifyLocation.objects.filter(payload_hash="").count() == 0  # the pull filled them in
+    assert {d.depot_id: d.location.shopify_id for d in NhanhDepot.objects.select_related("location")} == depots

@@ -83,3 +83,17 @@ def assign_depot_locations(depot_locations: dict[int, int | None]) -> int:
         target = locations[int(location)] if location is not None else None
         NhanhDepot.objects.update_or_create(depot_id=int(depot_id), defaults={"location_id": target})
     return len(depot_locations)
+
+
+def install_depot_map(depots: list[tuple[int, str]], locations: list[tuple[int, str]],
+                      depot_locations: dict[int, int]) -> list[str]:
+    """Name depots and locations and map the depots (the demo does this for the sandbox's, before any pull:
+    the pulls later fill in the rest of the locations' fields). Returns lines to print."""
+    for shopify_id, name in locations:
+        ShopifyLocation.objects.get_or_create(shopify_id=shopify_id, defaults={"name": name, "payload_hash": ""})
+    for depot_id, name in depots:
+        NhanhDepot.objects.update_or_create(depot_id=depot_id, defaults={"name": name})
+    assign_depot_locations(depot_locations)
+    names = dict(locations)
+    return [f"Nhanh depot {depot_id} ({dict(depots).get(depot_id, '')}) → Shopify location {loc} ({names.get(loc, '')})"
+            for depot_id, loc in depot_locations.items()]
