@@ -98,6 +98,24 @@ SELECT (SELECT COUNT(*) FROM {N} p WHERE NOT EXISTS (SELECT 1 FROM {M} m WHERE m
         cur.execute(f"CREATE TEMPORARY TABLE {KEYS}{on_commit} AS {keys_sql().strip()}", [True])
         cur.execute(f"SELECT COUNT(*) FROM {KEYS} WHERE n_count = 1 AND s_count = 1")
         result.matched = cur.fetchone()[0]
+        # The ambiguous SKUs' unmapped products on both sides (upstream ids: what staff know them by). Read before
+        # the INSERT, which cannot change them (its SKUs are the unique ones): a few keys looked up through the
+        # sku_key indexes, not a join over both tables.
+        cur.execute(f"SELECT sku_key FROM {KEYS} WHERE n_count > 1 OR s_count > 1")
+        ambiguous_keys = [row[0] for row in cur.fetchall()]
+        rows = []
+        for start in range(0, len(ambiguous_keys), 500):
+            chunk = ambiguous_keys[start:start + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            cur.execute(f"""
+SELECT p.sku_key, 'n', p.nhanh_id FROM {N} p
+WHERE p.sku_key IN ({marks}) AND NOT EXISTS (SELECT 1 FROM {M} m WHERE m.nhanh_product_id = p.id)
+UNION ALL
+SELECT v.sku_key, 's', v.shopify_id FROM {S} v
+WHERE v.sku_key IN ({marks})
+  AND NOT EXISTS (SELECT 1 FROM {M} m WHERE m.shopify_variant_id = v.id AND m.is_active = %s)""",
+                        [*chunk, *chunk, True])
+            rows += cur.fetchall()
         if not dry_run and result.matched:
             if connection.vendor == "postgresql":
                 cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -113,16 +131,8 @@ WHERE n_count = 1 AND s_count = 1 ORDER BY n_id"""
                     cur.execute(insert, params)
             else:
                 cur.execute(insert, params)
-        # The ambiguous SKUs' unmapped products on both sides (upstream ids: what staff know them by).
-        cur.execute(f"""
-SELECT k.sku_key, 'n', p.nhanh_id FROM {KEYS} k JOIN {N} p ON p.sku_key = k.sku_key
-WHERE (k.n_count > 1 OR k.s_count > 1) AND NOT EXISTS (SELECT 1 FROM {M} m WHERE m.nhanh_product_id = p.id)
-UNION ALL
-SELECT k.sku_key, 's', v.shopify_id FROM {KEYS} k JOIN {S} v ON v.sku_key = k.sku_key
-WHERE (k.n_count > 1 OR k.s_count > 1)
-  AND NOT EXISTS (SELECT 1 FROM {M} m WHERE m.shopify_variant_id = v.id AND m.is_active = %s)""", [True])
         grouped: dict[str, dict] = {}
-        for key, side, upstream_id in cur.fetchall():
+        for key, side, upstream_id in rows:
             entry = grouped.setdefault(key, {"sku": key, "nhanh_ids": [], "shopify_variant_ids": []})
             entry["nhanh_ids" if side == "n" else "shopify_variant_ids"].append(upstream_id)
         cur.execute(f"SELECT COUNT(*) FROM {KEYS}")
