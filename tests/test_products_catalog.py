@@ -333,3 +333,36 @@ def test_demo_maps_every_sandbox_depot_to_a_location_and_the_pulls_fill_them(cat
     pull("shopify")
     assert ShopifyLocation.objects.filter(payload_hash="").count() == 0  # the pull filled them in
     assert {d.depot_id: d.location.shopify_id for d in NhanhDepot.objects.select_related("location")} == depots
+
+
+def test_json_api_starts_product_pulls_and_refuses_a_second(catalog, staff_client, settings):
+    from django.urls import reverse
+
+    from config.celery import app
+
+    app.conf.task_always_eager = False  # queued, not run: the second start meets the first one's claim
+    url = reverse("jobs:start-pull", args=["products"])
+    first = staff_client.post(url, {"system": "nhanh", "mode": "stock"}, content_type="application/json")
+    assert first.status_code == 202, first.content
+    again = staff_client.post(url, {"system": "nhanh", "mode": "stock"}, content_type="application/json")
+    assert again.status_code == 409
+    other = staff_client.post(url, {"system": "nhanh", "mode": "all"}, content_type="application/json")
+    assert other.status_code == 202  # stock and all are separate pulls
+    bad = staff_client.post(url, {"system": "nhanh", "mode": "nope"}, content_type="application/json")
+    assert bad.status_code == 400
+
+
+def test_admin_pull_page_starts_and_force_restarts_product_pulls(catalog, staff_client):
+    from django.urls import reverse
+
+    from config.celery import app
+
+    app.conf.task_always_eager = False
+    url = reverse("admin:products_shopifyproduct_pull")
+    assert staff_client.get(url).status_code == 200
+    assert staff_client.post(url, {"mode": "all"}).status_code == 302
+    first = PullProgress.objects.get(progress_id="shopify_products").job_id
+    refused = staff_client.post(url, {"mode": "all"}, follow=True)
+    assert "already running" in refused.content.decode()
+    assert staff_client.post(url, {"mode": "all", "force_restart": "on"}).status_code == 302
+    assert PullProgress.objects.get(progress_id="shopify_products").job_id != first
