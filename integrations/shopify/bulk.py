@@ -209,8 +209,8 @@ class ShopifyBulkSource:
     def products(cls, client: ShopifyClient, query: str | None = None, **kw) -> ShopifyBulkSource:
         """Every product matching ``query`` (None: all) × its variants × their ``available`` per location: each
         row a product whose ``__children`` are its variants, theirs the variant's inventory levels."""
-        query = query or None
-        return cls(client, products_bulk_query(query), count=lambda: client.products_count(query), **kw)
+        # No total: the pull counts products, variants and locations, more rows than productsCount says.
+        return cls(client, products_bulk_query(query or None), **kw)
 
     # --- the pull source --------------------------------------------------------------------------
     def pages(self, cursor) -> Iterator[Page]:

@@ -495,8 +495,11 @@ class ShopifySandbox(SandboxApp):
         if action == "inventory":  # GET /_sandbox/shopify/inventory: [{"sku", "location_id", "available"}]
             return SandboxResponse(200, self.catalog.inventory_truth())
         if action == "set_level":  # {inventory_item_id, location_id, available}: a sale made in Shopify
-            return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
-                                                       int(payload["location_id"]), int(payload["available"]))}
+            try:
+                return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
+                                                           int(payload["location_id"]), int(payload["available"]))}
+            except KeyError as exc:
+                raise ValueError(str(exc)) from None
         if action == "bulk":
             # {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}}
             if "rows_per_second" in payload:
