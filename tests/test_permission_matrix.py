@@ -72,6 +72,14 @@ ACTIONS = {
     ("ads.syncqueue", "delete_selected"): MANAGER_UP,
     ("ads.budgetschedule", "delete_selected"): MANAGER_UP,
     ("ads.budgetlog", "delete_selected"): MANAGER_UP,
+    ("products.nhanhproduct", "delete_selected"): SUPERUSER,
+    ("products.shopifyproduct", "delete_selected"): SUPERUSER,
+    ("products.shopifyvariant", "delete_selected"): SUPERUSER,
+    ("products.shopifylocation", "delete_selected"): SUPERUSER,
+    ("products.nhanhdepot", "delete_selected"): MANAGER_UP,
+    ("products.productmapping", "unmatch_selected"): MANAGER_UP,
+    ("products.productmapping", "delete_selected"): MANAGER_UP,
+    ("products.ambiguoussku", "delete_selected"): MANAGER_UP,
     ("auth.group", "delete_selected"): SUPERUSER,
     ("auth.user", "delete_selected"): SUPERUSER,
 }
@@ -87,6 +95,11 @@ BUTTONS = {
     "customers_customermapping_retry_failed": ("post", (), OPERATOR_UP),
     "customers_customermapping_match": ("get", (), MANAGER_UP),
     "pancake_pancakepage_pull": ("get", (), OPERATOR_UP),
+    "products_nhanhproduct_pull": ("get", (), OPERATOR_UP),
+    "products_shopifyproduct_pull": ("get", (), OPERATOR_UP),
+    "products_productmapping_automatch": ("post", (), OPERATOR_UP),
+    "products_productmapping_dry_run": ("post", (), OPERATOR_UP),
+    "products_productmapping_match": ("get", (), MANAGER_UP),
     "pancake_pancakecustomer_link": ("post", (), OPERATOR_UP),
 }
 

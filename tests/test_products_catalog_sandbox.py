@@ -55,3 +55,28 @@ def test_store_methods_and_truth_endpoints(sandbox_factory):
     inventory = requests.get(f"{server.base_url}/_sandbox/shopify/inventory", timeout=10).json()
     assert {"sku": state.sku, "variant_id": variant_id, "inventory_item_id": state.inventory_item_id,
             "location_id": location, "available": 17} in inventory
+
+
+def test_control_hooks_refuse_unknown_ids_with_400(sandbox_factory):
+    server = sandbox_factory(products=20, seed=3, rate_limit=False)
+    answer = requests.post(f"{server.base_url}/_sandbox/nhanh/set_available",
+                           json={"product_id": 1, "depot_id": 31010, "available": 3}, timeout=10)
+    assert answer.status_code == 400 and "no Nhanh product" in answer.json()["error"]
+    item = server.apps["nhanh"].catalog.items[1]
+    ok = requests.post(f"{server.base_url}/_sandbox/nhanh/set_available",
+                       json={"product_id": item.id, "depot_id": 31010, "available": 3}, timeout=10)
+    assert ok.status_code == 200 and ok.json()["result"]["available"] == 3.0
+    answer = requests.post(f"{server.base_url}/_sandbox/shopify/set_level",
+                           json={"inventory_item_id": 1, "location_id": 2, "available": 3}, timeout=10)
+    assert answer.status_code == 400
+
+
+def test_bulk_query_over_products_variants_and_levels_is_accepted(sandbox_factory):
+    """Two levels of nested connections under the root are allowed (shopify.md §10)."""
+    from integrations.shopify.client import products_bulk_query
+
+    server = sandbox_factory(products=20, seed=3, rate_limit=False, only=["nhanh", "shopify"])
+    bulk = server.apps["shopify"].bulk
+    assert bulk._check(products_bulk_query()) is None
+    assert bulk._check(products_bulk_query("status:active")) is None
+    assert "nesting depth" not in (bulk._check("{ products { edges { node { title } } } }") or "")

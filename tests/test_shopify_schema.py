@@ -116,6 +116,11 @@ def client_documents() -> dict[str, str]:
         "bulk query, all customers": shopify.customers_bulk_query(),
         "bulk query, search + metafields": shopify.customers_bulk_query(
             "tag:vip AND updated_at:>='2026-11-01T00:00:00Z'", metafields=custom),
+        "productVariants page": shopify.VARIANTS_QUERY,
+        "locations": shopify.LOCATIONS_QUERY,
+        "productsCount": shopify.PRODUCTS_COUNT,
+        "bulk query, all products × variants × levels": shopify.products_bulk_query(),
+        "bulk query, products matching a search": shopify.products_bulk_query("status:active"),
     }
     for field in ("customerCreate", "customerUpdate"):
         docs[field] = shopify.CUSTOMER_MUTATION % {"name": field[0].upper() + field[1:], "field": field,

@@ -585,9 +585,12 @@ class NhanhSandbox(SandboxApp):
                     "products": len(self.catalog.items), "stock_changes": self.catalog.stock_changes}
         if action == "products":  # GET /_sandbox/nhanh/products: [{"code", "depots": {depot_id: available}}]
             return SandboxResponse(200, self.catalog.products_truth())
-        if action == "set_available":  # {product_id, depot_id, available}
-            return self.catalog.set_available(int(payload["product_id"]), int(payload["depot_id"]),
-                                              payload["available"])
+        if action == "set_available":  # {product_id, depot_id, available}: a sale in the store
+            try:
+                return self.catalog.set_available(int(payload["product_id"]), int(payload["depot_id"]),
+                                                  payload["available"])
+            except KeyError as exc:  # an unknown product or depot, not an unknown action
+                raise ValueError(str(exc)) from None
         raise KeyError(action)
 
     def _index_or_error(self, customer_id: Any) -> int:

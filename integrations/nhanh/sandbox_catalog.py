@@ -66,11 +66,12 @@ class NhanhCatalog:
             return None if stock is None else CatalogPopulation.available(stock)
 
     def products_truth(self) -> list[dict]:
-        """``GET /_sandbox/nhanh/products``: every product's code and available quantity per depot."""
+        """``GET /_sandbox/nhanh/products``: every product's code and available quantity per depot (a parent:
+        the sum of its variants, as Nhanh reports it)."""
         with self.lock:
             return [{"id": item.id, "code": item.code,
                      "depots": {str(depot_id): CatalogPopulation.available(stock)
-                                for depot_id, stock in sorted(item.stock.items())}}
+                                for depot_id, stock in sorted(self._stock_of(item).items())}}
                     for item in self.items]
 
     def product_record(self, product_id: int) -> dict | None:

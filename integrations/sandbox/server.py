@@ -208,6 +208,8 @@ class SandboxServer(ThreadingHTTPServer):
             return result if isinstance(result, SandboxResponse) else SandboxResponse(200, {"result": result})
         except KeyError:
             return SandboxResponse(404, {"error": f"sandbox {name} has no action {action}"})
+        except ValueError as exc:  # the hook's arguments are wrong (an unknown id, say)
+            return SandboxResponse(400, {"error": str(exc)})
 
 
 def control(base_url: str, name: str, action: str, payload: dict | None = None) -> dict:

@@ -506,8 +506,11 @@ class ShopifySandbox(SandboxApp):
                                        for i in payload.get("inventory_item_ids") or ()}
             return {"items": len(self.inventory.injected)}
         if action == "set_level":  # {inventory_item_id, location_id, available}: a sale made in Shopify
-            return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
-                                                       int(payload["location_id"]), int(payload["available"]))}
+            try:
+                return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
+                                                           int(payload["location_id"]), int(payload["available"]))}
+            except KeyError as exc:
+                raise ValueError(str(exc)) from None
         if action == "bulk":
             # {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}}
             if "rows_per_second" in payload:
