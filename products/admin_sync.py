@@ -60,8 +60,12 @@ class ProductSyncAdminMixin:
                  "title": _("Send again the products whose last sync failed (and pushes left unanswered)")}]
 
     def changelist_view(self, request, extra_context=None):
+        # The mapping admin may already have added ``sync_buttons`` to its own: never twice.
         extra_context = dict(extra_context or {})
-        extra_context["post_buttons"] = [*extra_context.get("post_buttons", []), *self.sync_buttons(request)]
+        buttons = list(extra_context.get("post_buttons", []))
+        present = {str(b["url"]) for b in buttons}
+        buttons += [b for b in self.sync_buttons(request) if str(b["url"]) not in present]
+        extra_context["post_buttons"] = buttons
         return super().changelist_view(request, extra_context=extra_context)
 
     def _back_to_mappings(self):

@@ -78,6 +78,7 @@ ACTIONS = {
     ("products.shopifylocation", "delete_selected"): SUPERUSER,
     ("products.nhanhdepot", "delete_selected"): MANAGER_UP,
     ("products.productmapping", "unmatch_selected"): MANAGER_UP,
+    ("products.productmapping", "sync_selected"): OPERATOR_UP,
     ("products.productmapping", "delete_selected"): MANAGER_UP,
     ("products.ambiguoussku", "delete_selected"): MANAGER_UP,
     ("auth.group", "delete_selected"): SUPERUSER,
@@ -100,6 +101,8 @@ BUTTONS = {
     "products_productmapping_automatch": ("post", (), OPERATOR_UP),
     "products_productmapping_dry_run": ("post", (), OPERATOR_UP),
     "products_productmapping_match": ("get", (), MANAGER_UP),
+    "products_productmapping_sync_all": ("post", (), OPERATOR_UP),
+    "products_productmapping_retry_failed": ("post", (), OPERATOR_UP),
     "pancake_pancakecustomer_link": ("post", (), OPERATOR_UP),
 }
 

@@ -46,20 +46,22 @@ def change_nhanh(mapping: ProductMapping, depot_id: int, available: int) -> None
 
 
 def test_depot_sums_per_location(shop):
+    """Several depots feeding one location are summed (whole units, never below 0); a location no depot of the
+    product stocks gets 0; only the levels that differ from Shopify's become changes."""
     m = ProductMapping.objects.order_by("pk").first()
     NhanhStock.objects.filter(product_id=m.nhanh_product_id).delete()
     change_nhanh(m, 31010, 7)   # Hà Nội location ← 31010 + 31011
     change_nhanh(m, 31011, 5.5)  # fractions dropped: whole units
     change_nhanh(m, 31012, -3)  # negative available: 0
-    levels = sync.desired_levels([m.pk])
-    assert levels[(m.pk, 71_000_000_001)] == 12
-    assert levels[(m.pk, 71_000_000_002)] == 0
-    assert (m.pk, 71_000_000_003) not in levels  # no stock in 31013: 0 is sent
-    changes, _, _ = sync.level_changes(sync._mapping_rows([m.pk]), sync.mapped_locations())
-    assert {c.location_id: c.quantity for c in changes if c.mapping_id == m.pk} == {
-        loc: q for loc, q in {71_000_000_001: 12, 71_000_000_002: 0, 71_000_000_003: 0}.items()
-        if ShopifyInventoryLevel.objects.filter(variant_id=m.shopify_variant_id, location_id=loc,
-                                                available=q).count() == 0}
+    ShopifyInventoryLevel.objects.filter(variant_id=m.shopify_variant_id).update(available=1)
+    changes, unchanged, problems = sync.level_changes([m.pk])
+    assert {c.location_id: (c.quantity, c.change_from) for c in changes} == {
+        71_000_000_001: (12, 1), 71_000_000_002: (0, 1), 71_000_000_003: (0, 1)}
+    assert problems == {}
+    sync.sync_products(None, scope="ids", ids=[m.pk])
+    item = ProductMapping.objects.get(pk=m.pk).shopify_variant.inventory_item_id
+    truth = truth_by_item(shop)
+    assert [truth[(item, loc)] for loc in (71_000_000_001, 71_000_000_002, 71_000_000_003)] == [12, 0, 0]
 
 
 def test_a_sync_sets_exactly_the_changed_levels_and_a_second_sends_nothing(shop):

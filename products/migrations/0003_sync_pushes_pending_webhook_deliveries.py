@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('products', '0001_catalog_and_mappings'),
+        ('products', '0002_sku_key_covering_indexes'),
     ]
 
     operations = [

@@ -1,7 +1,7 @@
 """Stock (and, when asked, prices) of mapped products from Nhanh to Shopify.
 
 Stock: for every active mapping and every Shopify location that at least one Nhanh depot feeds, the quantity to
-hold is the sum of ``available`` over the depots mapped to that location (a product without stock there: 0).
+hold is the sum of ``available`` over the depots mapped to that location (``stock.desired_levels``).
 Only levels that differ from the value Shopify last reported (``ShopifyInventoryLevel``, read by the catalog pull
 and kept by this sync) are sent, with ``inventorySetQuantities``: up to 250 quantities a call, each with
 ``changeFromQuantity`` = the value we last read, and an ``@idempotent`` key per call.
@@ -38,7 +38,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, OuterRef, Q, Subquery, Sum
+from django.db.models import F, Q
 from django.utils import timezone
 
 from customers.models import SyncStatus
@@ -51,12 +51,12 @@ from jobs.operations import RETRY_FAILED_SYNC
 
 from ..models import (
     NhanhDepot,
-    NhanhStock,
     ProductMapping,
     ShopifyInventoryLevel,
     ShopifyVariant,
     StockPush,
 )
+from . import stock
 
 log = logging.getLogger(__name__)
 
@@ -133,53 +133,20 @@ def mapped_locations() -> list[int]:
                       .values_list("location__shopify_id", flat=True)))
 
 
-def desired_levels(mapping_ids: Iterable[int]) -> dict[tuple[int, int], int]:
-    """(mapping id, Shopify location id) → the quantity to hold: Nhanh's ``available`` summed over the depots
-    mapped to the location, whole units, never below 0. One grouped query; pairs without stock are absent (0)."""
-    depot_location = Subquery(NhanhDepot.objects.filter(depot_id=OuterRef("depot_id"))
-                              .values("location__shopify_id")[:1])
-    rows = (NhanhStock.objects
-            .filter(product__mapping__pk__in=list(mapping_ids),
-                    depot_id__in=NhanhDepot.objects.filter(location__isnull=False).values("depot_id"))
-            .annotate(location=depot_location)
-            .values("product__mapping__pk", "location")
-            .annotate(total=Sum("available")))
-    return {(r["product__mapping__pk"], r["location"]): whole_units(r["total"]) for r in rows}
-
-
-def whole_units(value) -> int:
-    """Nhanh reports doubles; Shopify takes whole units. Fractions are dropped, negatives are 0."""
-    return max(int(Decimal(value or 0)), 0)
-
-
-def level_changes(mappings: list[dict], locations: list[int]) -> tuple[list[LevelChange], int, dict[int, str]]:
-    """The levels of these mappings (rows of ``_mapping_rows``) that differ from Shopify's last-read values:
-    (changes, levels already in step, mapping id → why it cannot be synced)."""
-    if not mappings or not locations:
-        return [], 0, {}
-    wanted = desired_levels(m["pk"] for m in mappings)
-    current = {(v, loc): qty for v, loc, qty in ShopifyInventoryLevel.objects.filter(
-        variant_id__in=[m["shopify_variant_id"] for m in mappings], location_id__in=locations,
-    ).values_list("variant_id", "location_id", "available")}
+def level_changes(mapping_ids: list[int]) -> tuple[list[LevelChange], int, dict[int, str]]:
+    """The levels of these mappings that differ from Shopify's last-read values (``stock.desired_levels``: Nhanh's
+    available summed over the depots feeding each location): (changes, levels already in step, mapping id → why
+    it cannot be synced)."""
     changes, unchanged, problems = [], 0, {}
-    for m in mappings:
-        if not m["shopify_variant__inventory_item_id"]:
-            problems[m["pk"]] = "The Shopify variant has no inventory item id: pull Shopify products first."
-            continue
-        for location in locations:
-            quantity = wanted.get((m["pk"], location), 0)
-            known = current.get((m["shopify_variant_id"], location))
-            if known == quantity:
-                unchanged += 1
-                continue
-            changes.append(LevelChange(m["pk"], m["shopify_variant_id"], m["shopify_variant__inventory_item_id"],
-                                       location, quantity, known))
+    for level in stock.desired_levels(mapping_ids=mapping_ids):
+        if not level.differs:
+            unchanged += 1
+        elif not level.inventory_item_id:
+            problems[level.mapping_id] = "The Shopify variant has no inventory item id: pull Shopify products first."
+        else:
+            changes.append(LevelChange(level.mapping_id, level.variant_id, level.inventory_item_id,
+                                       level.location_id, level.available, level.shopify_available))
     return changes, unchanged, problems
-
-
-def _mapping_rows(ids: list[int]) -> list[dict]:
-    return list(ProductMapping.objects.filter(pk__in=ids).values(
-        "pk", "shopify_variant_id", "shopify_variant__inventory_item_id").order_by("pk"))
 
 
 def mappings_in_scope(scope: str, ids: Iterable[int] | None = None):
@@ -530,7 +497,7 @@ def sync_products(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None, 
                                                           "locations": len(locations)})
         for start in range(0, len(all_ids), MAPPINGS_PER_ROUND):
             round_ids = all_ids[start:start + MAPPINGS_PER_ROUND]
-            changes, unchanged, problems = level_changes(_mapping_rows(round_ids), locations)
+            changes, unchanged, problems = level_changes(round_ids)
             totals.levels_unchanged += unchanged
             for mapping_id, problem in problems.items():
                 sender.outcomes.of(mapping_id).errors.append(problem)
