@@ -12,8 +12,8 @@ cannot both count as first.
 
 ``process_delivery`` (a Celery task) does the work: ``inventoryChange`` stores each product's stock per depot
 (and depots first seen) and queues a stock sync of the mapped products it touched; ``productAdd`` /
-``productUpdate`` upsert the product (and its stock when the record carries it); ``productDelete`` keeps the
-product but marks it inactive with no stock, so its Shopify variant stops selling.
+``productUpdate`` store the product with the catalog pull's upsert (its stock too: the record carries it);
+``productDelete`` keeps the product but marks it inactive with no stock, so its Shopify variant stops selling.
 
 Coalescing: the products to sync wait as one ``PendingStockSync`` row per mapping whatever the number of events; a
 task ``SHOPBRIDGE_STOCK_SYNC_COALESCE_SECONDS`` later claims the rows (``DELETE … RETURNING``: each row goes to
@@ -27,8 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -36,11 +35,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from integrations.models import Connection
-from jobs.ingest import payload_hash
 from jobs.models import StartedBy
 
 from ..models import (
-    NhanhDepot,
     NhanhProduct,
     NhanhProductStatus,
     NhanhStock,
@@ -48,8 +45,8 @@ from ..models import (
     PendingStockSync,
     ProductMapping,
     WebhookOutcome,
-    sku_key,
 )
+from . import pulls, records
 
 log = logging.getLogger(__name__)
 
@@ -166,139 +163,60 @@ def process_delivery(delivery_id: int) -> str:
 
 def apply(event: str, data, as_of=None) -> tuple[str, list[int]]:
     """Store what the event says (``as_of``: when it was received); returns (a summary, the mappings whose
-    stock changed)."""
+    stock changed). Records are read by the catalog's parsers (``records``) and product records stored by the
+    catalog's upsert (``pulls.upsert_nhanh_products``)."""
     as_of = as_of or timezone.now()
     if event in STOCK_EVENTS:
-        records = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
-        products = _products_for(records)
-        changed = _store_stock({p.nhanh_id: r.get("depots") for r, p in products}, as_of)
-        return (f"stock of {len(products)} product(s), {changed} depot row(s) stored"
-                + ("" if changed or not products else " (newer stock already stored: skipped)"),
-                _mappings_of([p for _, p in products]) if changed else [])
+        items = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
+        changed, products, skipped = _store_stock(items, as_of)
+        note = f"; {skipped} older than the stock stored or not pulled yet: skipped" if skipped else ""
+        return f"stock of {len(products)} product(s), {changed} depot row(s) stored{note}", _mappings_of(products)
     if event in PRODUCT_EVENTS:
-        records = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
-        products = upsert_products(records)
-        stock = {p.nhanh_id: (r.get("inventory") or {}).get("depots") for r, p in products
-                 if isinstance(r.get("inventory"), dict)}
-        changed = _store_stock(stock, as_of)
-        return (f"{len(products)} product(s) upserted, {changed} depot row(s)",
-                _mappings_of([p for r, p in products if p.nhanh_id in stock]) if changed else [])
+        items = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
+        result = pulls.upsert_nhanh_products(items)
+        if result.errors:
+            raise ValueError("; ".join(result.errors[:3]))
+        ids = [int(r["id"]) for r in items if _is_int(r.get("id"))]
+        return (f"{len(ids)} product(s) stored ({result.created} new, {result.updated} updated)",
+                _mappings_of(list(NhanhProduct.objects.filter(nhanh_id__in=ids))))
     if event == "productDelete":
         ids = _product_ids(event, data)
         products = list(NhanhProduct.objects.filter(nhanh_id__in=ids))
         NhanhProduct.objects.filter(pk__in=[p.pk for p in products]).update(
-            status=NhanhProductStatus.INACTIVE, stock_updated_at=timezone.now())
-        NhanhStock.objects.filter(product__in=products).update(
-            **{f: 0 for f in STOCK_FIELDS})
+            status=NhanhProductStatus.INACTIVE, stock_updated_at=as_of)
+        NhanhStock.objects.filter(product__in=products).update(**{f: 0 for f in STOCK_FIELDS})
         return f"{len(products)} product(s) deleted in Nhanh: inactive, no stock", _mappings_of(products)
     return "nothing to do", []
 
 
-def _products_for(records: list[dict]) -> list[tuple[dict, NhanhProduct]]:
-    """The stored product of each record; a product not pulled yet is added from what the event says."""
-    ids = {int(r["id"]) for r in records if _is_int(r.get("id"))}
-    known = {p.nhanh_id: p for p in NhanhProduct.objects.filter(nhanh_id__in=ids)}
-    missing = [r for r in records if _is_int(r.get("id")) and int(r["id"]) not in known]
-    if missing:
-        for _, p in upsert_products(missing, minimal=True):
-            known[p.nhanh_id] = p
-    return [(r, known[int(r["id"])]) for r in records if _is_int(r.get("id")) and int(r["id"]) in known]
-
-
-def upsert_products(records: list[dict], *, minimal: bool = False) -> list[tuple[dict, NhanhProduct]]:
-    """product/list records (what productAdd/productUpdate carry) into NhanhProduct, one bulk upsert.
-    ``minimal``: an inventoryChange record (id, code): a product first seen through its stock."""
-    rows = {}
-    for r in records:
-        if not _is_int(r.get("id")):
-            continue
-        nhanh_id = int(r["id"])
-        code = str(r.get("code") or "")[:255]
-        prices = r.get("prices") if isinstance(r.get("prices"), dict) else {}
-        fields = {"nhanh_id": nhanh_id, "code": code, "sku_key": sku_key(code)[:255]}
-        if not minimal:
-            fields.update(
-                parent_id=int(r["parentId"]) if _is_int(r.get("parentId")) else None,
-                barcode=str(r.get("barcode") or "")[:255], name=str(r.get("name") or "")[:500],
-                status=int(r["status"]) if _is_int(r.get("status")) and int(r["status"]) in NhanhProductStatus.values
-                else None,
-                retail_price=_money(prices.get("retail")), old_price=_money(prices.get("old")),
-                wholesale_price=_money(prices.get("wholesale")),
-                upstream_updated_at=_when(r.get("updatedAt")), raw=r, payload_hash=payload_hash(r))
-        rows[nhanh_id] = NhanhProduct(**fields)
-    if not rows:
-        return []
-    update = ["code", "sku_key"] if minimal else ["code", "sku_key", "parent_id", "barcode", "name", "status",
-                                                   "retail_price", "old_price", "wholesale_price",
-                                                   "upstream_updated_at", "raw", "payload_hash", "updated_at"]
-    if minimal:
-        # Only add the missing ones: never overwrite a pulled product's fields with an event's few.
-        NhanhProduct.objects.bulk_create(list(rows.values()), ignore_conflicts=True)
-    else:
-        for p in rows.values():
-            p.updated_at = timezone.now()
-        NhanhProduct.objects.bulk_create(list(rows.values()), update_conflicts=True, unique_fields=["nhanh_id"],
-                                         update_fields=update)
-    stored = {p.nhanh_id: p for p in NhanhProduct.objects.filter(nhanh_id__in=list(rows))}
-    return [(r, stored[int(r["id"])]) for r in records if _is_int(r.get("id")) and int(r["id"]) in stored]
-
-
-def _store_stock(depots_by_product: dict[int, list | None], as_of) -> int:
-    """Each product's stock per depot as the event reports it (depots it does not list are left as they are).
+def _store_stock(items: list[dict], as_of) -> tuple[int, list[NhanhProduct], int]:
+    """Each product's stock per depot as an inventoryChange record reports it (depots it does not list are left
+    as they are): (depot rows stored, products changed, records skipped).
 
     Deliveries may be processed out of order (several workers, Nhanh's retries): a product's stock is written
     only by a delivery received after the stock stored (``stock_updated_at``, which pulls set too), under a row
-    lock, so an older delivery never overwrites a newer one."""
-    if not depots_by_product:
-        return 0
-    products = dict(NhanhProduct.objects.select_for_update().filter(
-        Q(stock_updated_at__isnull=True) | Q(stock_updated_at__lt=as_of),
-        nhanh_id__in=list(depots_by_product)).values_list("nhanh_id", "pk"))
-    rows, depot_ids = [], set()
-    for nhanh_id, depots in depots_by_product.items():
-        if nhanh_id not in products or not isinstance(depots, list | dict):
-            continue
-        # v3 sends a list of {id, …}; v2 an object keyed by depot id (accepted too).
-        items = depots if isinstance(depots, list) else [{**v, "id": k} for k, v in depots.items()
-                                                        if isinstance(v, dict)]
-        for d in items:
-            if not isinstance(d, dict) or not _is_int(d.get("id")):
-                continue
-            depot_ids.add(int(d["id"]))
-            rows.append(NhanhStock(product_id=products[nhanh_id], depot_id=int(d["id"]),
-                                   **{f: _quantity(d.get(f)) for f in STOCK_FIELDS}))
-    if depot_ids:
-        NhanhDepot.objects.bulk_create([NhanhDepot(depot_id=d) for d in sorted(depot_ids)], ignore_conflicts=True)
+    lock, so an older delivery never overwrites a newer one. Products not pulled yet are skipped (no mapping can
+    point at them; their pull brings their stock)."""
+    parsed: dict[int, list[dict]] = {}
+    for item in items:
+        if _is_int(item.get("id")):
+            parsed[int(item["id"])] = records.nhanh_depots({"depots": item.get("depots") or []})
+    if not parsed:
+        return 0, [], len(items)
+    products = list(NhanhProduct.objects.select_for_update().filter(
+        Q(stock_updated_at__isnull=True) | Q(stock_updated_at__lt=as_of), nhanh_id__in=list(parsed)))
+    rows = [NhanhStock(product_id=p.pk, **row) for p in products for row in parsed[p.nhanh_id]]
+    pulls._note_depots({row["depot_id"] for found in parsed.values() for row in found})
     if rows:
         NhanhStock.objects.bulk_create(rows, update_conflicts=True, unique_fields=["product", "depot_id"],
                                        update_fields=list(STOCK_FIELDS))
-    NhanhProduct.objects.filter(pk__in=list(products.values())).update(stock_updated_at=as_of)
-    return len(rows)
+    NhanhProduct.objects.filter(pk__in=[p.pk for p in products]).update(stock_updated_at=as_of)
+    return len(rows), products, len(items) - len(products)
 
 
 def _mappings_of(products: list[NhanhProduct]) -> list[int]:
     return list(ProductMapping.objects.filter(nhanh_product__in=products, is_active=True)
                 .values_list("pk", flat=True))
-
-
-def _quantity(value) -> Decimal:
-    try:
-        return Decimal(str(value)) if value is not None else Decimal(0)
-    except InvalidOperation:
-        return Decimal(0)
-
-
-def _money(value) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value)).quantize(Decimal("0.01"))
-    except InvalidOperation:
-        return None
-
-
-def _when(value):
-    return datetime.fromtimestamp(int(value), tz=UTC) if _is_int(value) else None
 
 
 # --- coalesced stock sync ----------------------------------------------------------------------------------
