@@ -35,6 +35,8 @@ from .sandbox_catalog import CatalogFormError, NhanhCatalog
 
 SANDBOX_APP_ID = "sandbox-app"
 SANDBOX_BUSINESS_ID = "12345"
+# The webhook verify token of the sandbox's app (the demo stores it on the Nhanh connection); public by design.
+SANDBOX_WEBHOOK_VERIFY_TOKEN = "SandboxWebhookVerifyToken0123"  # noqa: S105
 # The sandbox's fixed, public credentials (never valid anywhere else).
 SANDBOX_ACCESS_TOKEN = "sandbox-nhanh-token-0123456789abcdef"  # noqa: S105
 SANDBOX_SECRET_KEY = "sandbox-nhanh-secret-key"  # noqa: S105

@@ -1,7 +1,8 @@
 """The Nhanh sandbox sends webhooks like Nhanh does (shared/upstreams/nhanh.md §8, v3): ``POST url`` with the JSON
 envelope ``{"event", "businessId", "data"}`` and the app's verify token as the ``Authorization`` header.
 
-``POST /_sandbox/nhanh/webhooks`` with ``{"url", "token", "event": "inventoryChange" (default) | "productAdd" |
+``POST /_sandbox/nhanh/webhooks`` with ``{"url", "token" (default: the sandbox app's), "event": "inventoryChange"
+(default) | "productAdd" |
 "productUpdate" | "productDelete", "product_ids": [...], "changes": [{"product_id", "depot_id", "available"}],
 "separate": false, "repeat": 1}`` first applies ``changes`` to the catalog (a sale or receipt in a depot), then
 sends: one delivery carrying every product (inventoryChange batches them; ``separate``: one delivery each, as do
@@ -20,7 +21,10 @@ EVENTS = ("inventoryChange", "productAdd", "productUpdate", "productDelete")
 
 
 def send(sandbox, payload: dict) -> list[dict]:
-    url, token = payload.get("url"), payload.get("token") or ""
+    from .sandbox import SANDBOX_WEBHOOK_VERIFY_TOKEN
+
+    url = payload.get("url")
+    token = payload.get("token", SANDBOX_WEBHOOK_VERIFY_TOKEN)
     event = payload.get("event") or "inventoryChange"
     if not url or event not in EVENTS:
         raise ValueError(f"webhooks needs a url and an event among {', '.join(EVENTS)}")

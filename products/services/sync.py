@@ -357,7 +357,8 @@ class _StockSender:
 
     def _applied(self, changes: list[LevelChange], *, sent: bool = True) -> None:
         # Stored at the end of the round (``drain``), in a few bulk upserts instead of one per call.
-        self.levels_to_store.extend((c.variant_pk, c.location_id, c.quantity) for c in changes)
+        self.levels_to_store.extend((c.variant_pk, c.location_id, c.quantity) for c in changes
+                                    if c.variant_pk)  # 0: a resent push whose variant is gone since
         for c in changes:
             o = self.outcomes.of(c.mapping_id)
             o.touched = True

@@ -16,7 +16,7 @@ SANDBOX_CONNECTIONS = {
     # system: (module holding the sandbox's accepted credentials, connection fields)
     System.NHANH: ("integrations.nhanh.sandbox", lambda m: {
         "app_id": m.SANDBOX_APP_ID, "business_id": m.SANDBOX_BUSINESS_ID, "access_token": m.SANDBOX_ACCESS_TOKEN,
-        "secret_key": m.SANDBOX_SECRET_KEY,
+        "secret_key": m.SANDBOX_SECRET_KEY, "webhook_verify_token": m.SANDBOX_WEBHOOK_VERIFY_TOKEN,
         "api_version": "3.0", "requests_per_window": 150, "window_seconds": 30,
     }),
     # As a shop set up today would be: a Dev Dashboard app's client id and secret (tokens last ~24 h).
