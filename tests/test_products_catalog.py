@@ -366,3 +366,29 @@ def test_admin_pull_page_starts_and_force_restarts_product_pulls(catalog, staff_
     assert "already running" in refused.content.decode()
     assert staff_client.post(url, {"mode": "all", "force_restart": "on"}).status_code == 302
     assert PullProgress.objects.get(progress_id="shopify_products").job_id != first
+
+
+def test_two_auto_matches_at_once_claim_each_variant_once(catalog):
+    import threading
+
+    from django.db import connections
+
+    truth = pulled(catalog)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(automatch.auto_match_products())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(r.matched for r in results) == [0, len(truth.matched)]  # the second waited, then found nothing
+    assert mapped_pairs() == truth.matched
