@@ -1,5 +1,8 @@
-"""A local Nhanh.vn Open API v3.0 over generated customers, served by ``integrations.sandbox.server``
-under ``/nhanh``: ``POST /nhanh/v3.0/customer/list`` and ``POST /nhanh/v3.0/app/checkaccesstoken``.
+"""A local Nhanh.vn Open API v3.0 over generated customers and products, served by
+``integrations.sandbox.server`` under ``/nhanh``: ``POST /nhanh/v3.0/customer/list``,
+``POST /nhanh/v3.0/app/checkaccesstoken``, ``POST /nhanh/v3.0/product/list`` and ``/product/inventory`` (the
+catalog: ``sandbox_catalog.NhanhCatalog``; its truth at ``GET /_sandbox/nhanh/products``, a sale through
+``POST /_sandbox/nhanh/set_available`` {product_id, depot_id, available}).
 
 Customer ``i`` (``0 <= i < population.n_nhanh``) is person ``i`` of the shared population, with id
 ``FIRST_ID + ID_STEP * i``. Rows are computed on demand; only the changes made through the control API
