@@ -392,3 +392,20 @@ def test_two_auto_matches_at_once_claim_each_variant_once(catalog):
     assert errors == []
     assert sorted(r.matched for r in results) == [0, len(truth.matched)]  # the second waited, then found nothing
     assert mapped_pairs() == truth.matched
+
+
+@pytest.mark.parametrize("shape", ["object", "array"])
+def test_nhanh_product_source_resumes_after_any_page(catalog, shape):
+    """A checkpointed cursor (whatever shape Nhanh gave it) continues right after its page."""
+    from integrations.clients import client_for
+    from products.services.pulls import NhanhProductSource
+
+    control(catalog.base_url, "nhanh", "faults", {"cursor_shape": shape})
+    client = client_for("nhanh")
+    first = NhanhProductSource(client, {}).pages(None)
+    page = next(first)
+    first.close()
+    rest = [row["id"] for p in NhanhProductSource(client_for("nhanh"), {}).pages(page.cursor_after) for row in p.rows]
+    done = [row["id"] for row in page.rows]
+    assert not set(done) & set(rest)
+    assert sorted(done + rest) == sorted(i.id for i in population(catalog).nhanh)
