@@ -409,3 +409,14 @@ def test_nhanh_product_source_resumes_after_any_page(catalog, shape):
     done = [row["id"] for row in page.rows]
     assert not set(done) & set(rest)
     assert sorted(done + rest) == sorted(i.id for i in population(catalog).nhanh)
+
+
+def test_numbers_as_strings_extra_fields_and_malformed_rows(catalog):
+    control(catalog.base_url, "nhanh", "faults", {"numbers_as_strings_rate": 0.5, "extra_fields_rate": 0.5})
+    pull("nhanh")
+    assert stored_stock() == truth_stock(catalog)
+    NhanhProduct.objects.all().delete()
+    control(catalog.base_url, "nhanh", "faults", {"numbers_as_strings_rate": 0, "malformed_rate": 0.05})
+    job = pull("nhanh")
+    assert job.metadata["failed"] > 0 and job.metadata["errors"]
+    assert NhanhProduct.objects.count() == len(population(catalog).nhanh) - job.metadata["failed"]
