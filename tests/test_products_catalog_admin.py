@@ -139,3 +139,17 @@ def test_change_pages_render(staff_client):
         assert response.status_code == 200, (url, response.content[:300])
     html = staff_client.get(reverse("admin:products_ambiguoussku_change", args=[objects[-1].pk])).content.decode()
     assert "/admin/products/shopifyvariant/" in html and "/admin/products/nhanhproduct/" in html
+
+
+def test_roles_pick_up_the_product_permissions():
+    from django.contrib.auth.models import Group
+
+    def perms(name):
+        return {f"{p.content_type.app_label}.{p.codename}"
+                for p in Group.objects.get(name=name).permissions.select_related("content_type")}
+
+    viewer, operator, manager = perms("viewer"), perms("operator"), perms("manager")
+    assert {"products.view_nhanhproduct", "products.view_productmapping", "products.view_ambiguoussku"} <= viewer
+    assert {"products.run_product_automatch", "products.sync_products"} <= operator - viewer
+    assert {"products.add_productmapping", "products.change_productmapping", "products.change_nhanhdepot"} <= \
+        manager - operator
