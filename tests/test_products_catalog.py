@@ -366,3 +366,57 @@ def test_admin_pull_page_starts_and_force_restarts_product_pulls(catalog, staff_
     assert "already running" in refused.content.decode()
     assert staff_client.post(url, {"mode": "all", "force_restart": "on"}).status_code == 302
     assert PullProgress.objects.get(progress_id="shopify_products").job_id != first
+
+
+def test_two_auto_matches_at_once_claim_each_variant_once(catalog):
+    import threading
+
+    from django.db import connections
+
+    truth = pulled(catalog)
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(automatch.auto_match_products())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(r.matched for r in results) == [0, len(truth.matched)]  # the second waited, then found nothing
+    assert mapped_pairs() == truth.matched
+
+
+@pytest.mark.parametrize("shape", ["object", "array"])
+def test_nhanh_product_source_resumes_after_any_page(catalog, shape):
+    """A checkpointed cursor (whatever shape Nhanh gave it) continues right after its page."""
+    from integrations.clients import client_for
+    from products.services.pulls import NhanhProductSource
+
+    control(catalog.base_url, "nhanh", "faults", {"cursor_shape": shape})
+    client = client_for("nhanh")
+    first = NhanhProductSource(client, {}).pages(None)
+    page = next(first)
+    first.close()
+    rest = [row["id"] for p in NhanhProductSource(client_for("nhanh"), {}).pages(page.cursor_after) for row in p.rows]
+    done = [row["id"] for row in page.rows]
+    assert not set(done) & set(rest)
+    assert sorted(done + rest) == sorted(i.id for i in population(catalog).nhanh)
+
+
+def test_numbers_as_strings_extra_fields_and_malformed_rows(catalog):
+    control(catalog.base_url, "nhanh", "faults", {"numbers_as_strings_rate": 0.5, "extra_fields_rate": 0.5})
+    pull("nhanh")
+    assert stored_stock() == truth_stock(catalog)
+    NhanhProduct.objects.all().delete()
+    control(catalog.base_url, "nhanh", "faults", {"numbers_as_strings_rate": 0, "malformed_rate": 0.05})
+    job = pull("nhanh")
+    assert job.metadata["failed"] > 0 and job.metadata["errors"]
+    assert NhanhProduct.objects.count() == len(population(catalog).nhanh) - job.metadata["failed"]

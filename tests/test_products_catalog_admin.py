@@ -123,3 +123,33 @@ def test_depots_map_to_pulled_locations(staff_client):
     assert response.status_code == 302, response.content[:500]
     depot.refresh_from_db()
     assert depot.location == location and depot.name == "Kho 31010"
+
+
+def test_change_pages_render(staff_client):
+    from products.models import NhanhProduct, ShopifyProduct, ShopifyVariant
+
+    add(4)
+    auto_match_products()
+    objects = [NhanhProduct.objects.first(), ShopifyProduct.objects.first(), ShopifyVariant.objects.first(),
+               ShopifyLocation.objects.first(), NhanhDepot.objects.first(), ProductMapping.objects.first(),
+               AmbiguousSku.objects.first()]
+    for obj in objects:
+        url = reverse(f"admin:products_{obj._meta.model_name}_change", args=[obj.pk])
+        response = staff_client.get(url)
+        assert response.status_code == 200, (url, response.content[:300])
+    html = staff_client.get(reverse("admin:products_ambiguoussku_change", args=[objects[-1].pk])).content.decode()
+    assert "/admin/products/shopifyvariant/" in html and "/admin/products/nhanhproduct/" in html
+
+
+def test_roles_pick_up_the_product_permissions():
+    from django.contrib.auth.models import Group
+
+    def perms(name):
+        return {f"{p.content_type.app_label}.{p.codename}"
+                for p in Group.objects.get(name=name).permissions.select_related("content_type")}
+
+    viewer, operator, manager = perms("viewer"), perms("operator"), perms("manager")
+    assert {"products.view_nhanhproduct", "products.view_productmapping", "products.view_ambiguoussku"} <= viewer
+    assert {"products.run_product_automatch", "products.sync_products"} <= operator - viewer
+    assert {"products.add_productmapping", "products.change_productmapping", "products.change_nhanhdepot"} <= \
+        manager - operator

@@ -1,5 +1,8 @@
-"""A local Nhanh.vn Open API v3.0 over generated customers, served by ``integrations.sandbox.server``
-under ``/nhanh``: ``POST /nhanh/v3.0/customer/list`` and ``POST /nhanh/v3.0/app/checkaccesstoken``.
+"""A local Nhanh.vn Open API v3.0 over generated customers and products, served by
+``integrations.sandbox.server`` under ``/nhanh``: ``POST /nhanh/v3.0/customer/list``,
+``POST /nhanh/v3.0/app/checkaccesstoken``, ``POST /nhanh/v3.0/product/list`` and ``/product/inventory`` (the
+catalog: ``sandbox_catalog.NhanhCatalog``; its truth at ``GET /_sandbox/nhanh/products``, a sale through
+``POST /_sandbox/nhanh/set_available`` {product_id, depot_id, available}).
 
 Customer ``i`` (``0 <= i < population.n_nhanh``) is person ``i`` of the shared population, with id
 ``FIRST_ID + ID_STEP * i``. Rows are computed on demand; only the changes made through the control API
@@ -394,7 +397,37 @@ class NhanhSandbox(SandboxApp):
                                        inventory=inventory)
         id_key = "productId" if inventory else "id"
         page_info = {"next": self._cursor(rows[-1][id_key])} if more else self._end(after_id)
-        return SandboxResponse(200, {"code": 1, "data": rows, "paginator": page_info})
+        data = [self._corrupt_product(row, id_key) if self.roll_malformed() else self._vary_product(row, id_key)
+                for row in rows]
+        return SandboxResponse(200, {"code": 1, "data": data, "paginator": page_info})
+
+    def _vary_product(self, row: dict, id_key: str) -> dict:
+        """The documented variations on a product row: numbers sent as strings (ids, status, timestamps and every
+        quantity), undocumented extra fields."""
+        f, rid = self.faults, row[id_key]
+        if f.numbers_as_strings_rate and _unit(rid, 5) < f.numbers_as_strings_rate:
+            row = {**row, **{k: str(row[k]) for k in ("id", "productId", "parentId", "status", "updatedAt")
+                             if _is_int(row.get(k))}}
+            inventory = row["inventory"]
+            row["inventory"] = {**inventory, "depots": [{k: (str(v) if isinstance(v, float) else v)
+                                                         for k, v in depot.items()}
+                                                        for depot in inventory["depots"]]}
+        if f.extra_fields_rate and _unit(rid, 4) < f.extra_fields_rate:
+            row = {**row, "xUndocumented": {"nested": [1, "two", None]}, "tagIds": [3, 5], "combos": []}
+        return row
+
+    @staticmethod
+    def _corrupt_product(row: dict, id_key: str) -> dict:
+        """One of the corruptions seen in the wild, always the same one for a given row."""
+        bad = dict(row)
+        way = row[id_key] % 3
+        if way == 0:
+            del bad[id_key]
+        elif way == 1 and "updatedAt" in bad:
+            bad["updatedAt"] = MALFORMED_UPDATED_AT
+        else:
+            bad["inventory"] = {**bad["inventory"], "depots": [{"id": "kho?", "available": "n/a"}]}
+        return bad
 
     def _customer_page(self, query, size: int, after_id: int | None) -> SandboxResponse:
         candidates = self._candidates(query, after_id)

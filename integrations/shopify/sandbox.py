@@ -15,7 +15,11 @@ commit-then-fail fault ``drop_after_commit_next`` (the mutation is applied, the 
 Test hooks (``POST /_sandbox/shopify/<action>``): ``expected`` {query} → matching legacy ids; ``plan``
 {maximum, restore} → bucket size; ``inject_user_errors`` {owner_ids, message}; ``customer`` {id};
 ``stats``; ``bulk`` {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}};
-``bulk_expire_results``; ``tokens`` {ttl, expire_all}.
+``bulk_expire_results``; ``tokens`` {ttl, expire_all}; ``set_level`` {inventory_item_id, location_id,
+available}; ``GET /_sandbox/shopify/inventory`` (every stocked variant × location: the catalog's truth).
+
+The catalog (``sandbox_catalog.ShopifyCatalog``, generated from the catalog population the Nhanh sandbox shares)
+serves ``products``, ``productVariants``, ``locations`` and their nodes, also through bulk operations.
 """
 
 from __future__ import annotations

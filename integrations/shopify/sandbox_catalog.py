@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from graphql import GraphQLError
 
@@ -45,7 +46,9 @@ def gid_number(gid: str | None, prefix: str) -> int | None:
 
 
 def money(amount) -> str | None:
-    return None if amount is None else f"{amount:.2f}"
+    """Shopify's Money: a decimal string with two places (the amount may be an int, a float, a Decimal or a
+    string, as a mutation's input gives it)."""
+    return None if amount is None else f"{Decimal(str(amount)):.2f}"
 
 
 @dataclass

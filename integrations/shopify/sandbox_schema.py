@@ -3,8 +3,9 @@
 Names and types follow the public Admin schema (2025-01 introspection plus the 2026-10 reference pages) so a
 query that runs here runs against a real shop. Only the parts ShopBridge touches are modelled: the
 ``customers`` connection, ``customer``, ``customersCount``, ``shop``, bulk operations (``bulkOperationRunQuery``,
-``bulkOperationCancel``, ``currentBulkOperation``, ``bulkOperation``, ``node``), and the ``metafieldsSet`` /
-``customerCreate`` / ``customerUpdate`` mutations. Enums that are long lists in the real schema (CountryCode,
+``bulkOperationCancel``, ``currentBulkOperation``, ``bulkOperation``, ``node``), the ``metafieldsSet`` /
+``customerCreate`` / ``customerUpdate`` mutations, and the catalog (``CATALOG_SDL``: products, variants, inventory
+items and levels, locations). Enums that are long lists in the real schema (CountryCode,
 CurrencyCode) carry a subset.
 """
 

@@ -290,12 +290,12 @@ def register() -> None:
         system="nhanh", kind="products", system_label="Nhanh", job_type=PULL_NHANH_PRODUCTS,
         label="Pull Nhanh products",
         modes=(
-            PullMode("all", "All products with their stock per depot, in the background"),
-            PullMode("new", "New / updated since the last pull (first time: last 24 h; stock changes need "
-                            "“stock”), in the background", incremental=Incremental()),
-            PullMode("filtered", "With filters, in the background", filters=("name", "status"),
+            PullMode("all", _("All products with their stock per depot, in the background")),
+            PullMode("new", _("New / updated since the last pull (first time: last 24 h; stock changes need "
+                            "“stock”), in the background"), incremental=Incremental()),
+            PullMode("filtered", _("With filters, in the background"), filters=("name", "status"),
                      requires_filter="a filtered pull needs a filter (name or status)"),
-            PullMode("stock", "Stock only (product/inventory): every product's stock per depot, in the background"),
+            PullMode("stock", _("Stock only (product/inventory): every product's stock per depot, in the background")),
         ),
         filters=NHANH_FILTERS, default_mode="all", progress_id_of=_nhanh_progress_id,
         client=lambda: client_for("nhanh"), source=nhanh_source,
@@ -305,9 +305,9 @@ def register() -> None:
         system="shopify", kind="products", system_label="Shopify", job_type=PULL_SHOPIFY_PRODUCTS,
         label="Pull Shopify products",
         modes=(
-            PullMode("all", "Locations, then all products × variants × stock per location, in the background",
+            PullMode("all", _("Locations, then all products × variants × stock per location, in the background"),
                      filters=("via",)),
-            PullMode("query", "Products matching a Shopify search query, in the background",
+            PullMode("query", _("Products matching a Shopify search query, in the background"),
                      filters=("query", "via"),
                      requires_filter="a Shopify query pull needs a search query, e.g. status:active"),
         ),
