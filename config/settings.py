@@ -229,6 +229,12 @@ SHOPBRIDGE = {
     "SYNC_CONCURRENCY": env.int("SHOPBRIDGE_SYNC_CONCURRENCY", default=8),
     # Create Shopify customers for unmatched Nhanh customers during a sync (off: matching is the main path).
     "SYNC_CREATE_MISSING_CUSTOMERS": env.bool("SHOPBRIDGE_SYNC_CREATE_MISSING_CUSTOMERS", default=False),
+    # Product sync: also push Nhanh's prices (retail → price, old → compare-at) to Shopify; off by default.
+    "PRODUCT_SYNC_PRICES": env.bool("SHOPBRIDGE_PRODUCT_SYNC_PRICES", default=False),
+    # Nhanh webhooks: a body received again within this many seconds is a replay (recorded, changes nothing);
+    # stock changes of one product arriving within the coalescing delay go to Shopify in one update.
+    "NHANH_WEBHOOK_REPLAY_SECONDS": env.int("SHOPBRIDGE_NHANH_WEBHOOK_REPLAY_SECONDS", default=600),
+    "STOCK_SYNC_COALESCE_SECONDS": env.float("SHOPBRIDGE_STOCK_SYNC_COALESCE_SECONDS", default=1.0),
     # Where the request budgets shared by every process live (integrations/ratelimit.py): empty chooses Redis
     # (a redis:// broker), else PostgreSQL (the database), else a SQLite file in var/.
     "RATE_LIMIT_URL": env.str("SHOPBRIDGE_RATE_LIMIT_URL", default=""),

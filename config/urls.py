@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 
 from hub.views import overview
+from products.views_webhooks import nhanh_webhook
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -14,4 +15,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/overview/", overview, name="hub-overview"),
     path("api/", include("jobs.urls")),
+    path("webhooks/nhanh/", nhanh_webhook, name="nhanh-webhook"),
 ]

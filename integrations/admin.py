@@ -21,13 +21,17 @@ class ConnectionForm(forms.ModelForm):
                                  label=capfirst(_("secret key")))
     client_secret = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
                                     label=_("Client secret (Shopify)"))
-    FORM_SECRETS = ("access_token", "secret_key", "client_secret")
+    webhook_verify_token = forms.CharField(required=False, widget=forms.PasswordInput(render_value=False),
+                                           label=_("Webhook verify token (Nhanh)"), max_length=128)
+    FORM_SECRETS = ("access_token", "secret_key", "client_secret", "webhook_verify_token")
+    INCOMING_SECRETS = ("webhook_verify_token",)  # checked on what the upstream sends us, never sent anywhere
 
     class Meta:
         model = Connection
         fields = (
             "system", "base_url", "api_version", "app_id", "business_id", "access_token", "secret_key",
-            "client_id", "client_secret", "requests_per_window", "window_seconds", "is_sandbox",
+            "client_id", "client_secret", "webhook_verify_token", "requests_per_window", "window_seconds",
+            "is_sandbox",
         )
 
     def __init__(self, *args, **kwargs):
@@ -37,6 +41,12 @@ class ConnectionForm(forms.ModelForm):
             hint = (gettext("Stored: %(masked)s. Leave empty to keep it.") % {"masked": mask_secret(current)} if current
                     else gettext("Not set."))
             self.fields[name].help_text = hint
+
+    def clean_webhook_verify_token(self):
+        token = self.cleaned_data.get("webhook_verify_token") or ""
+        if token and not (16 <= len(token) <= 128 and token.isascii() and token.isalnum()):
+            raise forms.ValidationError(_("Nhanh's verify token is 16–128 letters and digits."))
+        return token
 
     def clean_base_url(self):
         url = self.cleaned_data["base_url"]
@@ -50,7 +60,8 @@ class ConnectionForm(forms.ModelForm):
         if moved:
             # Stored secrets were entered for the old host: they are never sent to another one. Whoever points
             # the connection elsewhere enters the credentials for that host.
-            stored = [name for name in self.FORM_SECRETS if getattr(self.instance, name)]
+            stored = [name for name in self.FORM_SECRETS if name not in self.INCOMING_SECRETS
+                      and getattr(self.instance, name)]
             missing = [self.fields[name].label or name for name in stored if not data.get(name)]
             if missing:
                 raise forms.ValidationError(
@@ -60,7 +71,7 @@ class ConnectionForm(forms.ModelForm):
             self.instance.issued_token = ""
             self.instance.issued_token_obtained_at = self.instance.issued_token_expires_at = None
         for name in self.FORM_SECRETS:
-            if not data.get(name) and self.instance.pk and not moved:
+            if not data.get(name) and self.instance.pk and (not moved or name in self.INCOMING_SECRETS):
                 data[name] = getattr(self.instance, name)
         if data.get("system") == "shopify":
             if bool(data.get("client_id")) != bool(data.get("client_secret")):

@@ -62,6 +62,11 @@ class Connection(models.Model):
                                                     editable=False)
     issued_token_expires_at = models.DateTimeField(verbose_name=_("issued token expires at"), null=True, blank=True,
                                                    editable=False)
+    # Nhanh: the webhook verify token of the app (16–128 alphanumerics); a delivery's Authorization header
+    # must equal it, else 401 and nothing is stored.
+    webhook_verify_token = SecretField(verbose_name=_("webhook verify token"), blank=True,
+                                       help_text=_("Nhanh: the app's webhook verify token (as entered on "
+                                                   "open.nhanh.vn). Deliveries without it are refused."))
     requests_per_window = models.PositiveIntegerField(verbose_name=_("requests per window"),
         null=True, blank=True,
         help_text=_("Client-side request cap (Nhanh documents 150 per 30 s per URL). Empty: no client cap."),
@@ -71,7 +76,7 @@ class Connection(models.Model):
                                      help_text=_("Points at the local sandbox (demo/tests)."))
     updated_at = models.DateTimeField(verbose_name=_("updated at"), auto_now=True)
 
-    SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token")
+    SECRET_FIELDS = ("access_token", "secret_key", "client_secret", "issued_token", "webhook_verify_token")
 
     class Meta:
         verbose_name = _("connection")

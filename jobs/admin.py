@@ -192,7 +192,7 @@ class BackgroundJobAdmin(admin.ModelAdmin):
     @admin.action(description=_("Retry selected jobs (same parameters)"), permissions=["retry"])
     def retry_jobs(self, request, queryset):
         for job in queryset.exclude(status__in=ACTIVE_STATUSES):
-            if not services.may_start(request.user, job.type):
+            if not services.may_start(request.user, job.type, job.params):
                 self.message_user(request,
                                   gettext("Job #%(id)s not retried: you may not start %(type)s jobs.") % {"id": job.pk,
                                                                                         "type": job.type_label},
@@ -292,7 +292,7 @@ class PullProgressAdmin(admin.ModelAdmin):
                 self.message_user(request, gettext("%(pull)s: no job to restart from.") % {"pull": p.progress_id},
                                   messages.WARNING)
                 continue
-            if not services.may_start(request.user, p.job.type):
+            if not services.may_start(request.user, p.job.type, p.job.params):
                 self.message_user(request,
                                   gettext("%(pull)s: you may not start %(type)s jobs.") % {"pull": p.progress_id,
                                                                                   "type": p.job.type_label},

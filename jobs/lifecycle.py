@@ -358,15 +358,22 @@ def retry_job(job: BackgroundJob, *, user=None, started_by: str = StartedBy.USER
               force_restart: bool = False) -> BackgroundJob:
     """Start a new job with the same type and params (pulls go through their claim again)."""
     kind = job_kind(job.type)
+    kind = kind.for_params(job.params) if kind is not None else None
     if kind is not None and kind.start is not None:
         return kind.start(params=dict(job.params), started_by=started_by, user=user, retry_of=job,
                           force_restart=force_restart)
     return launch(create_job(job.type, params=dict(job.params), started_by=started_by, user=user, retry_of=job))
 
 
-def may_start(user, job_type: str) -> bool:
-    """Whether ``user`` holds the permission the job's kind declares for starting it (and so retrying it)."""
+def may_start(user, job_type: str, params: dict | None = None) -> bool:
+    """Whether ``user`` holds the permission the job's kind declares for starting it (and so retrying it).
+    A kind that dispatches on its params (``JobKind.resolve``) asks the kind those params name."""
     kind = job_kind(job_type)
+    if kind is not None and kind.resolve is not None:
+        try:
+            kind = kind.for_params(params or {})
+        except (KeyError, ValueError):
+            return False
     return kind is not None and (kind.permission is None or user.has_perm(kind.permission))
 
 

@@ -20,6 +20,8 @@ class LockKey(IntEnum):
     # Writes to customer mappings (auto-match, manual match, unmatch, created customers): an auto-match's
     # SELECT and INSERT see no manual match slip in between, so the INSERT needs no ON CONFLICT.
     CUSTOMER_MAPPINGS = 0x5B0B3A7C
+    # Writes to product mappings (SKU auto-match, manual match, unmatch): same reason as customers'.
+    PRODUCT_MAPPINGS = 0x5B0B3A7D
 
 
 def advisory_xact_lock(key: LockKey) -> None:

@@ -65,3 +65,52 @@ def dry_runnable(start: Callable[..., BackgroundJob], what: str) -> Callable[...
                        already_ran=True)
 
     return begin
+
+
+# --- "retry failed syncs": one job type over every app's syncs ---------------------------------------------
+RETRY_FAILED_SYNC = "RETRY_FAILED_SYNC"
+DEFAULT_RETRY_TARGET = "customers"  # jobs queued before targets existed carry no "target" in their params
+
+
+@dataclass(frozen=True)
+class RetryTarget:
+    """What "retry failed syncs" does for one target (``params["target"]``): an app's sync run over its failed
+    records, with that app's permission, typed result and start (for a retry of the retry job)."""
+
+    name: str  # "customers", "products"
+    run: Callable  # run(ctx): the app's sync job handler (reads its own params)
+    permission: str
+    label: str = ""
+    result: type | None = None
+    start: Callable[..., BackgroundJob] | None = None
+
+
+_RETRY_TARGETS: dict[str, RetryTarget] = {}
+
+
+def retry_targets() -> list[RetryTarget]:
+    return [t for _, t in sorted(_RETRY_TARGETS.items())]
+
+
+def retry_target(params: dict) -> RetryTarget:
+    name = (params or {}).get("target") or DEFAULT_RETRY_TARGET
+    target = _RETRY_TARGETS.get(name)
+    if target is None:
+        raise KeyError(f"no retry target {name!r}; known: {', '.join(sorted(_RETRY_TARGETS)) or 'none'}")
+    return target
+
+
+def register_retry_target(target: RetryTarget) -> None:
+    """Apps add their target from ready(); the first one registers the RETRY_FAILED_SYNC job type, which runs,
+    starts, reports and checks permissions as the target named in the job's params says."""
+    from .registry import JobKind, is_registered, register_job_type
+
+    _RETRY_TARGETS[target.name] = target
+
+    def resolve(params: dict) -> JobKind:
+        t = retry_target(params)
+        return JobKind(RETRY_FAILED_SYNC, t.label or "Retry failed syncs", t.run, t.start, t.result, t.permission)
+
+    if not is_registered(RETRY_FAILED_SYNC):
+        register_job_type(RETRY_FAILED_SYNC, label="Retry failed syncs",
+                          run=lambda ctx: retry_target(ctx.params).run(ctx), resolve=resolve)

@@ -32,16 +32,24 @@ class JobKind:
     # is exact). A kind whose re-run could repeat a write that is neither idempotent nor checked says False:
     # a stale job of that kind is failed instead, for staff to look at.
     resumable: bool = True
+    # A kind that stands for several (one "retry failed syncs" type over many apps' syncs): the concrete kind
+    # (its run, start, result and permission) for a job's params. None: this kind is concrete.
+    resolve: Callable[[dict], JobKind] | None = None
+
+    def for_params(self, params: dict | None) -> JobKind:
+        """The concrete kind of a job with these params (itself unless it dispatches)."""
+        return self.resolve(params or {}) if self.resolve is not None else self
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
 def register_job_type(job_type: str, *, run: Handler, label: str | None = None, start: Starter | None = None,
-                      result: type | None = None, permission: str | None = None, resumable: bool = True) -> JobKind:
+                      result: type | None = None, permission: str | None = None, resumable: bool = True,
+                      resolve: Callable[[dict], JobKind] | None = None) -> JobKind:
     # ``label`` is shown to staff: pass it lazily translated (gettext_lazy), it is read in each request's language.
     kind = JobKind(job_type, label or job_type.replace("_", " ").capitalize(), run, start, result, permission,
-                   resumable)
+                   resumable, resolve)
     _KINDS[job_type] = kind
     return kind
 

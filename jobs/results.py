@@ -19,6 +19,11 @@ def store_result(ctx, result: Any) -> None:
 def result_of(job: BackgroundJob) -> Any:
     """The job's typed result (missing fields take their defaults); the raw metadata for a kind without one."""
     kind = job_kind(job.type)
+    if kind is not None and kind.resolve is not None:
+        try:
+            kind = kind.for_params(job.params)
+        except (KeyError, ValueError):
+            return dict(job.metadata)
     if kind is None or kind.result is None:
         return dict(job.metadata)
     names = {f.name for f in dataclasses.fields(kind.result)}

@@ -72,6 +72,15 @@ ACTIONS = {
     ("ads.syncqueue", "delete_selected"): MANAGER_UP,
     ("ads.budgetschedule", "delete_selected"): MANAGER_UP,
     ("ads.budgetlog", "delete_selected"): MANAGER_UP,
+    ("products.nhanhproduct", "delete_selected"): SUPERUSER,
+    ("products.shopifyproduct", "delete_selected"): SUPERUSER,
+    ("products.shopifyvariant", "delete_selected"): SUPERUSER,
+    ("products.shopifylocation", "delete_selected"): SUPERUSER,
+    ("products.nhanhdepot", "delete_selected"): MANAGER_UP,
+    ("products.productmapping", "unmatch_selected"): MANAGER_UP,
+    ("products.productmapping", "sync_selected"): OPERATOR_UP,
+    ("products.productmapping", "delete_selected"): MANAGER_UP,
+    ("products.ambiguoussku", "delete_selected"): MANAGER_UP,
     ("auth.group", "delete_selected"): SUPERUSER,
     ("auth.user", "delete_selected"): SUPERUSER,
 }
@@ -87,6 +96,13 @@ BUTTONS = {
     "customers_customermapping_retry_failed": ("post", (), OPERATOR_UP),
     "customers_customermapping_match": ("get", (), MANAGER_UP),
     "pancake_pancakepage_pull": ("get", (), OPERATOR_UP),
+    "products_nhanhproduct_pull": ("get", (), OPERATOR_UP),
+    "products_shopifyproduct_pull": ("get", (), OPERATOR_UP),
+    "products_productmapping_automatch": ("post", (), OPERATOR_UP),
+    "products_productmapping_dry_run": ("post", (), OPERATOR_UP),
+    "products_productmapping_match": ("get", (), MANAGER_UP),
+    "products_productmapping_sync_all": ("post", (), OPERATOR_UP),
+    "products_productmapping_retry_failed": ("post", (), OPERATOR_UP),
     "pancake_pancakecustomer_link": ("post", (), OPERATOR_UP),
 }
 # Export pages of the lists (hub/export.py): view + export permission (operators and managers).
@@ -246,3 +262,49 @@ def test_every_post_needs_a_csrf_token(users):
     for url in posts:
         assert boss.post(url, {"action": "retry_jobs", "mode": "all"}).status_code == 403, url
     assert not BackgroundJob.objects.exists()
+
+
+# --- products: stock sync entry points outside the mapping admin ----------------------------------------------
+def test_the_nhanh_webhook_takes_its_token_never_a_session(users):
+    """``/webhooks/nhanh/`` is for Nhanh (no session, no CSRF token): without the verify token every role,
+    superusers included, gets a JSON 401 and nothing is stored."""
+    from products.models import NhanhWebhookDelivery
+
+    for role in ROLES:
+        response = client_for(users[role]).post("/webhooks/nhanh/", {"event": "inventoryChange", "data": []},
+                                                content_type="application/json")
+        assert response.status_code == 401 and response["Content-Type"] == "application/json", role
+    assert not NhanhWebhookDelivery.objects.exists()
+
+
+def test_run_the_product_auto_sync_by_role(users):
+    from django_celery_beat.models import PeriodicTask
+
+    install_schedules()
+    task = PeriodicTask.objects.get(name="Products: stock auto-sync")
+    assert not task.enabled  # off by default
+    url = reverse("admin:django_celery_beat_periodictask_changelist")
+    for role in ROLES:
+        response = client_for(users[role]).post(url, {"action": "run_tasks", "_selected_action": [task.pk]},
+                                                follow=users[role] is not None and users[role].is_staff)
+        ran = not refused(response) and "successfully run" in response.content.decode()
+        assert ran == (role in OPERATOR_UP), role
+
+
+def test_retrying_a_retry_job_needs_its_targets_permission(users, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    from jobs.operations import RETRY_FAILED_SYNC
+
+    customers_only = django_user_model.objects.create_user("cust", is_staff=True)
+    customers_only.user_permissions.add(Permission.objects.get(codename="sync_to_shopify"))
+    products_only = django_user_model.objects.create_user("prod", is_staff=True)
+    products_only.user_permissions.add(Permission.objects.get(codename="sync_products"))
+    for target, may, may_not in (("customers", customers_only, products_only),
+                                 ("products", products_only, customers_only)):
+        params = {"scope": "failed", "target": target}
+        assert services.may_start(may, RETRY_FAILED_SYNC, params), target
+        assert not services.may_start(may_not, RETRY_FAILED_SYNC, params), target
+        assert services.may_start(users["operator"], RETRY_FAILED_SYNC, params)
+        assert not services.may_start(users["viewer"], RETRY_FAILED_SYNC, params)
+    assert not services.may_start(users["superuser"], RETRY_FAILED_SYNC, {"target": "nonsense"})

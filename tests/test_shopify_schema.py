@@ -27,6 +27,7 @@ from graphql import (
 )
 
 from integrations.shopify import client as shopify
+from integrations.shopify import inventory
 from integrations.shopify.sandbox_schema import make_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,9 @@ LATER_ADDITIONS = [
     Addition("@idempotent", "key", "2026-01",
              "https://shopify.dev/changelog/making-idempotency-mandatory-for-inventory-adjustments-and-refund-mutations",
              "directive @idempotent(key: String!) on FIELD"),
+    Addition("InventorySetQuantitiesUserErrorCode", "CHANGE_FROM_QUANTITY_STALE", "2026-01",
+             "https://shopify.dev/changelog/compare-and-swap-redesign-for-inventory-set-quantities",
+             "extend enum InventorySetQuantitiesUserErrorCode { CHANGE_FROM_QUANTITY_STALE }"),
 ]
 
 # Documented for 2025-01 on shopify.dev but absent from the introspection copy: added the same way.
@@ -106,9 +110,17 @@ def client_documents() -> dict[str, str]:
         "bulk operation by id (node)": shopify.BULK_OPERATION_BY_ID,
         "currentBulkOperation": shopify.CURRENT_BULK_OPERATION,
         "bulkOperationCancel": shopify.BULK_CANCEL,
+        "inventorySetQuantities (@idempotent)": inventory.INVENTORY_SET_QUANTITIES,
+        "inventory level read-back": inventory.INVENTORY_LEVEL,
+        "productVariantsBulkUpdate": inventory.PRODUCT_VARIANTS_BULK_UPDATE,
         "bulk query, all customers": shopify.customers_bulk_query(),
         "bulk query, search + metafields": shopify.customers_bulk_query(
             "tag:vip AND updated_at:>='2026-11-01T00:00:00Z'", metafields=custom),
+        "productVariants page": shopify.VARIANTS_QUERY,
+        "locations": shopify.LOCATIONS_QUERY,
+        "productsCount": shopify.PRODUCTS_COUNT,
+        "bulk query, all products × variants × levels": shopify.products_bulk_query(),
+        "bulk query, products matching a search": shopify.products_bulk_query("status:active"),
     }
     for field in ("customerCreate", "customerUpdate"):
         docs[field] = shopify.CUSTOMER_MUTATION % {"name": field[0].upper() + field[1:], "field": field,

@@ -296,7 +296,8 @@ def start_sync(*, scope: str = "all", ids=None, force: bool | None = None, start
     if force is None:
         force = started_by in (StartedBy.USER, StartedBy.COMMAND)
     job_type = CustomerJobType.RETRY_FAILED_SYNC if scope == "failed" else CustomerJobType.CUSTOMER_SYNC
-    params = {"scope": scope, "ids": list(ids or []), "force": force, "create_missing": create_missing}
+    params = {"scope": scope, "ids": list(ids or []), "force": force, "create_missing": create_missing,
+              **({"target": "customers"} if job_type == CustomerJobType.RETRY_FAILED_SYNC else {})}
     job = jobs.create_job(job_type, params=params, started_by=started_by, user=user, retry_of=retry_of,
                           metadata={"scope": scope, "force": force})
     return jobs.launch(job, run_now=run_now, start_now=start_now)
@@ -313,7 +314,10 @@ def run_sync_job(ctx: jobs.JobContext) -> None:
 
 
 def register() -> None:
-    for job_type, label in ((CustomerJobType.CUSTOMER_SYNC, _("Sync customers to Shopify")),
-                            (CustomerJobType.RETRY_FAILED_SYNC, _("Retry failed syncs"))):
-        jobs.register_job_type(job_type, label=label, run=run_sync_job, start=_restart, result=SyncResult,
-                               permission="customers.sync_to_shopify")
+    from jobs.operations import RetryTarget, register_retry_target
+
+    jobs.register_job_type(CustomerJobType.CUSTOMER_SYNC, label=_("Sync customers to Shopify"), run=run_sync_job,
+                           start=_restart, result=SyncResult, permission="customers.sync_to_shopify")
+    # RETRY_FAILED_SYNC is one job type for every app's syncs; this is what it does for customers.
+    register_retry_target(RetryTarget("customers", run=run_sync_job, permission="customers.sync_to_shopify",
+                                      label=_("Retry failed customer syncs"), result=SyncResult, start=_restart))

@@ -44,6 +44,11 @@ VALIDATION_CODES = {"ERR_INVALID_FORM_FIELDS", "ERR_INVALID_DATA"}
 DATE_FILTERS = {"lastBoughtDateFrom", "lastBoughtDateTo"}  # "Y-m-d"
 TIMESTAMP_FILTERS = {"updatedAtFrom", "updatedAtTo"}  # unix seconds
 CUSTOMER_FILTERS = {"type", "mobile", "ids"} | DATE_FILTERS | TIMESTAMP_FILTERS
+# product/list and product/inventory filters (nhanh.md §7a).
+PRODUCT_FILTERS = {"ids", "name", "parentId", "gpid", "categoryIds", "brandIds", "status", "price", "imei"} \
+    | TIMESTAMP_FILTERS
+INVENTORY_FILTERS = {"ids", "name", "depotIds", "categoryId", "status", "brandIds"} | TIMESTAMP_FILTERS
+LISTS = {"customer/list": CUSTOMER_FILTERS, "product/list": PRODUCT_FILTERS, "product/inventory": INVENTORY_FILTERS}
 TOKEN_EXPIRY_WARNING_DAYS = 30
 
 
@@ -215,48 +220,71 @@ class NhanhClient(BaseClient):
         return None
 
     # --- customers ---------------------------------------------------------------------------------
-    def list_customers(
-        self, filters: dict | None = None, *, next_cursor: Any = None, size: int = 100
+    def list_page(
+        self, endpoint: str, filters: dict | None = None, *, next_cursor: Any = None, size: int = 100
     ) -> tuple[list[dict], Any]:
-        """One page of ``customer/list`` in Nhanh's own order: the raw rows (not validated here: unknown
-        fields, missing optional ones and numbers as strings are the parser's business) and the cursor of
-        the next page exactly as Nhanh sent it (an object or an array), None at the end. ``filters`` take
-        the v3 names; ``datetime`` values for ``updatedAt*`` and ``date`` values for ``lastBoughtDate*``
-        are converted, None values dropped. No ``sort``: it is not a documented parameter of this API."""
-        unknown = set(filters or {}) - CUSTOMER_FILTERS
+        """One page of a cursor-paged list (``customer/list``, ``product/list``, ``product/inventory``) in
+        Nhanh's own order: the raw rows (not validated here: unknown fields, missing optional ones and numbers
+        as strings are the parser's business) and the cursor of the next page exactly as Nhanh sent it (an
+        object or an array), None at the end. ``filters`` take the v3 names; ``datetime`` values for
+        ``updatedAt*`` and ``date`` values for ``lastBoughtDate*`` are converted, None values dropped. No
+        ``sort``: the documented orders are not needed to page."""
+        known = LISTS[endpoint]
+        unknown = set(filters or {}) - known
         if unknown:
             # Nhanh ignores filters it does not know: a typo would silently turn into a full pull.
-            raise ValueError(f"unknown customer/list filters {sorted(unknown)}; known: {sorted(CUSTOMER_FILTERS)}")
+            raise ValueError(f"unknown {endpoint} filters {sorted(unknown)}; known: {sorted(known)}")
         encoded = {name: _encode_filter(name, value) for name, value in (filters or {}).items()
                    if value is not None}
         paginator: dict[str, Any] = {"size": size}
         if not is_end_cursor(next_cursor):
             paginator["next"] = next_cursor
-        payload = self.post("customer/list", {"filters": encoded, "paginator": paginator})
+        payload = self.post(endpoint, {"filters": encoded, "paginator": paginator})
         rows = payload["data"]
         page_info = payload.get("paginator") or {}
         if not isinstance(rows, list) or not isinstance(page_info, dict):
-            raise BadPayload("customer/list: expected 'data' to be a list and 'paginator' an object",
+            raise BadPayload(f"{endpoint}: expected 'data' to be a list and 'paginator' an object",
                              system=self.system)
         cursor = page_info.get("next")
         if isinstance(cursor, bool):
-            raise BadPayload(f"customer/list: paginator.next is not a cursor: {cursor!r}", system=self.system)
+            raise BadPayload(f"{endpoint}: paginator.next is not a cursor: {cursor!r}", system=self.system)
         return rows, None if is_end_cursor(cursor) else cursor
 
-    def iter_customer_pages(
-        self, filters: dict | None = None, *, start_cursor: Any = None, size: int = 100
+    def iter_pages(
+        self, endpoint: str, filters: dict | None = None, *, start_cursor: Any = None, size: int = 100
     ) -> Iterator[tuple[list[dict], Any]]:
         """Yield ``(rows, cursor)`` page by page; ``cursor`` resumes right after that page (a checkpoint)
         and is None with the last page. Only one page is held at a time."""
         cursor = start_cursor
         while True:
-            rows, next_cursor = self.list_customers(filters, next_cursor=cursor, size=size)
+            rows, next_cursor = self.list_page(endpoint, filters, next_cursor=cursor, size=size)
             if next_cursor is not None and next_cursor == cursor:
-                raise BadPayload(f"customer/list: cursor did not advance past {cursor!r}", system=self.system)
+                raise BadPayload(f"{endpoint}: cursor did not advance past {cursor!r}", system=self.system)
             yield rows, next_cursor
             if next_cursor is None:
                 return
             cursor = next_cursor
+
+    # --- customers ---------------------------------------------------------------------------------
+    def list_customers(
+        self, filters: dict | None = None, *, next_cursor: Any = None, size: int = 100
+    ) -> tuple[list[dict], Any]:
+        """One page of ``customer/list`` (see ``list_page``)."""
+        return self.list_page("customer/list", filters, next_cursor=next_cursor, size=size)
+
+    def iter_customer_pages(
+        self, filters: dict | None = None, *, start_cursor: Any = None, size: int = 100
+    ) -> Iterator[tuple[list[dict], Any]]:
+        return self.iter_pages("customer/list", filters, start_cursor=start_cursor, size=size)
+
+    # --- products ----------------------------------------------------------------------------------
+    def iter_product_pages(
+        self, filters: dict | None = None, *, start_cursor: Any = None, size: int = 100, stock_only: bool = False
+    ) -> Iterator[tuple[list[dict], Any]]:
+        """``product/list`` pages (the full v3 record with ``inventory.depots``), or with ``stock_only``
+        ``product/inventory`` pages (``{productId, barcode, name, prices, inventory}``)."""
+        endpoint = "product/inventory" if stock_only else "product/list"
+        return self.iter_pages(endpoint, filters, start_cursor=start_cursor, size=size)
 
     # --- app ---------------------------------------------------------------------------------------
     def test_connection(self) -> str:

@@ -1,5 +1,8 @@
-"""A local Nhanh.vn Open API v3.0 over generated customers, served by ``integrations.sandbox.server``
-under ``/nhanh``: ``POST /nhanh/v3.0/customer/list`` and ``POST /nhanh/v3.0/app/checkaccesstoken``.
+"""A local Nhanh.vn Open API v3.0 over generated customers and products, served by
+``integrations.sandbox.server`` under ``/nhanh``: ``POST /nhanh/v3.0/customer/list``,
+``POST /nhanh/v3.0/app/checkaccesstoken``, ``POST /nhanh/v3.0/product/list`` and ``/product/inventory`` (the
+catalog: ``sandbox_catalog.NhanhCatalog``; its truth at ``GET /_sandbox/nhanh/products``, a sale through
+``POST /_sandbox/nhanh/set_available`` {product_id, depot_id, available}).
 
 Customer ``i`` (``0 <= i < population.n_nhanh``) is person ``i`` of the shared population, with id
 ``FIRST_ID + ID_STEP * i``. Rows are computed on demand; only the changes made through the control API
@@ -26,13 +29,17 @@ from datetime import date, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
 
+from integrations.sandbox.catalog_population import CatalogPopulation
 from integrations.sandbox.population import FastRandom
 
 from ..sandbox.base import Faults, SandboxApp, SandboxRequest, SandboxResponse
 from ..sandbox.population import CITIES, JUNK_PHONES, render_phone
+from .sandbox_catalog import CatalogFormError, NhanhCatalog
 
 SANDBOX_APP_ID = "sandbox-app"
 SANDBOX_BUSINESS_ID = "12345"
+# The webhook verify token of the sandbox's app (the demo stores it on the Nhanh connection); public by design.
+SANDBOX_WEBHOOK_VERIFY_TOKEN = "SandboxWebhookVerifyToken0123"  # noqa: S105
 # The sandbox's fixed, public credentials (never valid anywhere else).
 SANDBOX_ACCESS_TOKEN = "sandbox-nhanh-token-0123456789abcdef"  # noqa: S105
 SANDBOX_SECRET_KEY = "sandbox-nhanh-secret-key"  # noqa: S105
@@ -126,6 +133,17 @@ class NhanhFaults(Faults):
     def row_variations(self) -> tuple:
         return (self.cursor_shape, self.cursor_end, self.extra_fields_rate, self.omit_optional_rate,
                 self.numbers_as_strings_rate)
+
+
+def catalog_for(options, population) -> CatalogPopulation:
+    """The product catalog the Nhanh and Shopify sandboxes share (built once per population)."""
+    catalog = getattr(population, "catalog", None)
+    if catalog is None:
+        catalog = CatalogPopulation(seed=options.seed, products=getattr(options, "products", 300),
+                                    anchor=getattr(population, "anchor", None))
+        if population is not None:
+            population.catalog = catalog
+    return catalog
 
 
 def _customer_id(index: int) -> int:
@@ -239,7 +257,10 @@ class NhanhSandbox(SandboxApp):
         self.routes = {
             "/v3.0/customer/list": self.customer_list,
             "/v3.0/app/checkaccesstoken": self.check_access_token,
+            "/v3.0/product/list": self.product_list,
+            "/v3.0/product/inventory": self.product_inventory,
         }
+        self.catalog = NhanhCatalog(catalog_for(options, population))
         self.overrides: dict[int, dict[str, Any]] = {}  # customer index → changed fields (control API)
         self.page_cache: OrderedDict[str, bytes] = OrderedDict()  # encoded pages, emptied by any change
         self.locks: dict[str, RateLock] = {}  # rate-limit key → lock
@@ -298,7 +319,7 @@ class NhanhSandbox(SandboxApp):
             return _failure("ERR_INVALID_DATA", "invalid data: the body must be a JSON object")
         try:
             return route(body)
-        except FormError as exc:
+        except (FormError, CatalogFormError) as exc:
             return _failure("ERR_INVALID_FORM_FIELDS", exc.messages)
 
     def _is_locked(self, request: SandboxRequest) -> bool:
@@ -355,6 +376,58 @@ class NhanhSandbox(SandboxApp):
                 while len(self.page_cache) > PAGE_CACHE_PAGES:
                     self.page_cache.popitem(last=False)
         return response
+
+    # --- products (sandbox_catalog) ----------------------------------------------------------------------
+    def product_list(self, body: dict) -> SandboxResponse:
+        return self._product_page(body, inventory=False)
+
+    def product_inventory(self, body: dict) -> SandboxResponse:
+        return self._product_page(body, inventory=True)
+
+    def _product_page(self, body: dict, *, inventory: bool) -> SandboxResponse:
+        filters, paginator = body.get("filters") or {}, body.get("paginator") or {}
+        if not isinstance(filters, dict) or not isinstance(paginator, dict):
+            raise FormError({"filters": "filters and paginator must be objects"})
+        size, after_id = self._parse_paginator(paginator)
+        sort = paginator.get("sort") or {}
+        direction = sort.get("productId" if inventory else "id", "asc") if isinstance(sort, dict) else "asc"
+        if direction not in ("asc", "desc"):
+            raise FormError({"paginator.sort": "sort must be asc or desc"})
+        rows, more = self.catalog.page(filters, size, after_id, descending=direction == "desc",
+                                       inventory=inventory)
+        id_key = "productId" if inventory else "id"
+        page_info = {"next": self._cursor(rows[-1][id_key])} if more else self._end(after_id)
+        data = [self._corrupt_product(row, id_key) if self.roll_malformed() else self._vary_product(row, id_key)
+                for row in rows]
+        return SandboxResponse(200, {"code": 1, "data": data, "paginator": page_info})
+
+    def _vary_product(self, row: dict, id_key: str) -> dict:
+        """The documented variations on a product row: numbers sent as strings (ids, status, timestamps and every
+        quantity), undocumented extra fields."""
+        f, rid = self.faults, row[id_key]
+        if f.numbers_as_strings_rate and _unit(rid, 5) < f.numbers_as_strings_rate:
+            row = {**row, **{k: str(row[k]) for k in ("id", "productId", "parentId", "status", "updatedAt")
+                             if _is_int(row.get(k))}}
+            inventory = row["inventory"]
+            row["inventory"] = {**inventory, "depots": [{k: (str(v) if isinstance(v, float) else v)
+                                                         for k, v in depot.items()}
+                                                        for depot in inventory["depots"]]}
+        if f.extra_fields_rate and _unit(rid, 4) < f.extra_fields_rate:
+            row = {**row, "xUndocumented": {"nested": [1, "two", None]}, "tagIds": [3, 5], "combos": []}
+        return row
+
+    @staticmethod
+    def _corrupt_product(row: dict, id_key: str) -> dict:
+        """One of the corruptions seen in the wild, always the same one for a given row."""
+        bad = dict(row)
+        way = row[id_key] % 3
+        if way == 0:
+            del bad[id_key]
+        elif way == 1 and "updatedAt" in bad:
+            bad["updatedAt"] = MALFORMED_UPDATED_AT
+        else:
+            bad["inventory"] = {**bad["inventory"], "depots": [{"id": "kho?", "available": "n/a"}]}
+        return bad
 
     def _customer_page(self, query, size: int, after_id: int | None) -> SandboxResponse:
         candidates = self._candidates(query, after_id)
@@ -508,7 +581,14 @@ class NhanhSandbox(SandboxApp):
         return bad
 
     # --- control API --------------------------------------------------------------------------------
+    def business_id(self) -> str:
+        return SANDBOX_BUSINESS_ID
+
     def control(self, action: str, payload: dict) -> Any:
+        if action == "webhooks":  # send Nhanh webhooks to a URL (sandbox_webhooks)
+            from .sandbox_webhooks import send
+
+            return send(self, payload)
         if action == "touch":
             # A purchase: updatedAt moves to now and, with a new total, lastBoughtDate to today.
             indexes = [self._index_or_error(cid) for cid in payload.get("ids", [])]
@@ -536,7 +616,16 @@ class NhanhSandbox(SandboxApp):
             return [_customer_id(index) for index in self._candidates(query, None)
                     if query.updated_in_range(self._updated_at(index)) and query.matches(self._record(index))]
         if action == "stats":
-            return {"customers": self.population.n_nhanh, "changed": len(self.overrides)}
+            return {"customers": self.population.n_nhanh, "changed": len(self.overrides),
+                    "products": len(self.catalog.items), "stock_changes": self.catalog.stock_changes}
+        if action == "products":  # GET /_sandbox/nhanh/products: [{"code", "depots": {depot_id: available}}]
+            return SandboxResponse(200, self.catalog.products_truth())
+        if action == "set_available":  # {product_id, depot_id, available}: a sale in the store
+            try:
+                return self.catalog.set_available(int(payload["product_id"]), int(payload["depot_id"]),
+                                                  payload["available"])
+            except KeyError as exc:  # an unknown product or depot, not an unknown action
+                raise ValueError(str(exc)) from None
         raise KeyError(action)
 
     def _index_or_error(self, customer_id: Any) -> int:

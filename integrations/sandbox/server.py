@@ -203,9 +203,13 @@ class SandboxServer(ThreadingHTTPServer):
             app.faults = app.default_faults()
             return SandboxResponse(200, app.faults.as_dict())
         try:
-            return SandboxResponse(200, {"result": app.control(action, payload)})
+            result = app.control(action, payload)
+            # A hook may answer with its own response (the truth endpoints return a bare list).
+            return result if isinstance(result, SandboxResponse) else SandboxResponse(200, {"result": result})
         except KeyError:
             return SandboxResponse(404, {"error": f"sandbox {name} has no action {action}"})
+        except ValueError as exc:  # the hook's arguments are wrong (an unknown id, say)
+            return SandboxResponse(400, {"error": str(exc)})
 
 
 def control(base_url: str, name: str, action: str, payload: dict | None = None) -> dict:

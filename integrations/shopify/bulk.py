@@ -32,7 +32,14 @@ import requests
 from integrations.errors import BadPayload, UpstreamError, UpstreamUnavailable
 from jobs.pulls import Page
 
-from .client import DEFAULT_METAFIELDS, BulkOperationFailed, Metafields, ShopifyClient, customers_bulk_query
+from .client import (
+    DEFAULT_METAFIELDS,
+    BulkOperationFailed,
+    Metafields,
+    ShopifyClient,
+    customers_bulk_query,
+    products_bulk_query,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +204,13 @@ class ShopifyBulkSource:
         query = query or None
         return cls(client, customers_bulk_query(query, metafields=metafields),
                    count=lambda: client.customers_count(query), **kw)
+
+    @classmethod
+    def products(cls, client: ShopifyClient, query: str | None = None, **kw) -> ShopifyBulkSource:
+        """Every product matching ``query`` (None: all) × its variants × their ``available`` per location: each
+        row a product whose ``__children`` are its variants, theirs the variant's inventory levels."""
+        # No total: the pull counts products, variants and locations, more rows than productsCount says.
+        return cls(client, products_bulk_query(query or None), **kw)
 
     # --- the pull source --------------------------------------------------------------------------
     def pages(self, cursor) -> Iterator[Page]:

@@ -162,6 +162,52 @@ mutation ShopBridge%(name)s($input: CustomerInput!) {
 """
 
 
+# --- products (shopify.md §7) ---------------------------------------------------------------------------
+PRODUCT_FIELDS = "id legacyResourceId title handle status updatedAt"
+VARIANT_FIELDS = "id legacyResourceId title sku barcode price compareAtPrice inventoryQuantity updatedAt"
+LEVEL_FIELDS = 'location { id } quantities(names: ["available"]) { name quantity }'
+
+# Bulk: products, their variants and each variant's levels (two nested connections); JSONL children carry
+# __parentId: a variant's parent is its product, a level's parent is its variant.
+PRODUCTS_BULK_QUERY = """{
+  products%(args)s {
+    edges { node { PRODUCT_FIELDS
+      variants { edges { node { VARIANT_FIELDS
+        inventoryItem { id inventoryLevels { edges { node { LEVEL_FIELDS } } } } } } }
+    } }
+  }
+}""".replace("PRODUCT_FIELDS", PRODUCT_FIELDS).replace("VARIANT_FIELDS", VARIANT_FIELDS).replace(
+    "LEVEL_FIELDS", LEVEL_FIELDS)
+
+# Paged: variants with their product; a variant is stocked at a few locations (10 levels a page is plenty for a
+# shop's locations; more are not read by this query).
+VARIANTS_QUERY = """
+query ShopBridgeVariants($first: Int!, $after: String, $query: String) {
+  productVariants(first: $first, after: $after, query: $query, sortKey: ID) {
+    nodes { VARIANT_FIELDS product { PRODUCT_FIELDS }
+            inventoryItem { id inventoryLevels(first: 10) { nodes { LEVEL_FIELDS } } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+""".replace("PRODUCT_FIELDS", PRODUCT_FIELDS).replace("VARIANT_FIELDS", VARIANT_FIELDS).replace(
+    "LEVEL_FIELDS", LEVEL_FIELDS)
+
+LOCATIONS_QUERY = """
+query ShopBridgeLocations($first: Int!, $after: String) {
+  locations(first: $first, after: $after, includeInactive: true, sortKey: ID) {
+    nodes { id legacyResourceId name isActive fulfillsOnlineOrders }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+PRODUCTS_COUNT = """
+query ShopBridgeProductsCount($query: String) {
+  productsCount(query: $query) { count precision }
+}
+"""
+
+
 class QueryCostExceeded(RequestRejected):
     """The query asks for more points than one call may have (Shopify's 1000-point cap, or a bucket smaller
     than the query): make it smaller."""
@@ -470,20 +516,27 @@ class ShopifyClient(BaseClient):
         failing the pull.
         """
         text = CUSTOMERS_QUERY % (fields if fields is not None else customer_fields(metafields))
+        yield from self.iter_connection_pages(text, "customers", {"query": query, "sortKey": sort_key},
+                                              first=first, after=after)
+
+    def iter_connection_pages(self, text: str, root: str, variables: dict, *, first: int = MAX_PAGE_SIZE,
+                              after: str | None = None) -> Iterator[tuple[list[dict], str | None, bool]]:
+        """Page through the root connection ``root`` of the query ``text`` (which takes ``$first`` and
+        ``$after`` besides ``variables``): ``(nodes, end_cursor, has_next)`` per page, the page size cut to
+        what one call may cost (see ``iter_customer_pages``)."""
         first = min(first, MAX_PAGE_SIZE, self._fitting_page_size.get(text, MAX_PAGE_SIZE))
         while True:
-            variables = {"first": first, "after": after, "query": query, "sortKey": sort_key}
             try:
-                data = self.graphql(text, variables)
+                data = self.graphql(text, {**variables, "first": first, "after": after})
             except QueryCostExceeded as exc:
                 smaller = _page_size_within(first, exc.requested_cost, exc.max_cost)
                 if smaller >= first:
                     raise
-                log.info("shopify: %s customers a page would cost %s points; asking for %s", first,
+                log.info("shopify: %s %s a page would cost %s points; asking for %s", first, root,
                          exc.requested_cost, smaller)
                 first = self._fitting_page_size[text] = smaller
                 continue
-            connection = data["customers"]
+            connection = data[root]
             nodes = connection["nodes"]
             page_info = connection["pageInfo"]
             end_cursor, has_next = page_info.get("endCursor"), bool(page_info.get("hasNextPage"))
@@ -494,6 +547,25 @@ class ShopifyClient(BaseClient):
             if not has_next:
                 return
             after = end_cursor
+
+    # --- products -------------------------------------------------------------------------------------
+    def iter_variant_pages(self, query: str | None = None, *, after: str | None = None,
+                           first: int = MAX_PAGE_SIZE) -> Iterator[tuple[list[dict], str | None, bool]]:
+        """``productVariants`` pages (each variant with its product and its ``available`` per location), sorted
+        by id: the paged way to read the catalog (a bulk operation is the other)."""
+        yield from self.iter_connection_pages(VARIANTS_QUERY, "productVariants", {"query": query},
+                                              first=first, after=after)
+
+    def locations(self) -> list[dict]:
+        """Every location of the shop, inactive ones included (a shop has a handful; pages of 250)."""
+        nodes: list[dict] = []
+        for page, _, _ in self.iter_connection_pages(LOCATIONS_QUERY, "locations", {}):
+            nodes.extend(page)
+        return nodes
+
+    def products_count(self, query: str | None = None) -> tuple[int, str]:
+        count = self.graphql(PRODUCTS_COUNT, {"query": query})["productsCount"] or {}
+        return int(count.get("count") or 0), str(count.get("precision") or "EXACT")
 
     def customers_count(self, query: str | None = None) -> tuple[int, str]:
         """``customersCount(query:)`` → ``(count, precision)``; precision is EXACT or AT_LEAST."""
@@ -652,3 +724,10 @@ def customers_bulk_query(query: str | None = None, *, metafields: Metafields = D
     if query:
         args.insert(0, f"query: {_gql_string(query)}")
     return CUSTOMERS_BULK_QUERY % {"args": f"({', '.join(args)})", "fields": customer_fields(metafields)}
+
+
+def products_bulk_query(query: str | None = None) -> str:
+    """The bulk query document for every product matching ``query`` × its variants × their ``available``
+    quantity per location."""
+    args = "(sortKey: ID)" if not query else f"(query: {_gql_string(query)}, sortKey: ID)"
+    return PRODUCTS_BULK_QUERY % {"args": args}

@@ -15,7 +15,11 @@ commit-then-fail fault ``drop_after_commit_next`` (the mutation is applied, the 
 Test hooks (``POST /_sandbox/shopify/<action>``): ``expected`` {query} → matching legacy ids; ``plan``
 {maximum, restore} → bucket size; ``inject_user_errors`` {owner_ids, message}; ``customer`` {id};
 ``stats``; ``bulk`` {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}};
-``bulk_expire_results``; ``tokens`` {ttl, expire_all}.
+``bulk_expire_results``; ``tokens`` {ttl, expire_all}; ``set_level`` {inventory_item_id, location_id,
+available}; ``GET /_sandbox/shopify/inventory`` (every stocked variant × location: the catalog's truth).
+
+The catalog (``sandbox_catalog.ShopifyCatalog``, generated from the catalog population the Nhanh sandbox shares)
+serves ``products``, ``productVariants``, ``locations`` and their nodes, also through bulk operations.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ except ImportError:  # graphql-core 3.2 has no pluggable executor: the stock one
 from integrations.sandbox.base import SandboxApp, SandboxOptions, SandboxRequest, SandboxResponse
 from integrations.sandbox.population import Population
 
+from . import sandbox_inventory
 from .sandbox_bulk import BULK_GID, DEFAULT_ROWS_PER_SECOND, BulkFault, BulkRunner
+from .sandbox_catalog import ShopifyCatalog
 from .sandbox_schema import MAX_QUERY_COST, CostModel, make_schema
 from .sandbox_store import CustomerStore, public_view
 
@@ -178,6 +184,29 @@ def _resolve_customers(root, info, **args):
     return connection
 
 
+def _catalog_root(method_name: str):
+    """A resolver for a root catalog connection (products, productVariants, locations) that a bulk operation
+    can page like ``customers``."""
+
+    def resolve(root, info, **args):
+        bulk = info.context.bulk_page
+        if bulk is not None and info.path.prev is None:
+            args = {**args, **bulk}
+        extra = {"include_inactive": args.get("includeInactive") or False} if method_name == "locations_page" else {}
+        connection, warnings = getattr(info.context.app.catalog, method_name)(
+            first=args.get("first"), after=args.get("after"), last=args.get("last"), before=args.get("before"),
+            reverse=args.get("reverse") or False, sort_key=args.get("sortKey") or "ID", query=args.get("query"),
+            **extra)
+        if bulk is not None and info.path.prev is None:
+            info.context.bulk_connection = connection
+        if warnings:
+            info.context.search.append({"path": list(info.path.as_list()), "query": args.get("query"),
+                                        "warnings": warnings})
+        return connection
+
+    return resolve
+
+
 def _resolve_metafield(customer, info, key, namespace=None):
     if namespace is None and "." in key:  # metafield(key: "custom.total_spent") names both at once
         namespace, key = key.split(".", 1)
@@ -231,9 +260,18 @@ def _schema():
         _bulk(info).current(type))
     query["bulkOperation"].resolve = lambda root, info, id: _bulk(info).view(_bulk(info).get(id))
     query["node"].resolve = _resolve_node
+    for name, method in (("products", "products_page"), ("productVariants", "variants_page"),
+                         ("locations", "locations_page")):
+        query[name].resolve = _catalog_root(method)
+    for name in ("product", "productVariant", "location", "inventoryItem"):
+        query[name].resolve = lambda root, info, id=None: info.context.app.catalog.by_gid(id) if id else None
+    query["productsCount"].resolve = lambda root, info, query=None: {
+        "count": len(info.context.app.catalog.products_page(first=None, query=query, all_rows=True)[0]["nodes"]),
+        "precision": "EXACT"}
     mutation["bulkOperationRunQuery"].resolve = lambda root, info, query: _bulk(info).run_query(
         query, version=info.context.version, url_base=info.context.url_base)
     mutation["bulkOperationCancel"].resolve = lambda root, info, id: _bulk(info).cancel(id)
+    sandbox_inventory.install(schema)  # inventorySetQuantities, productVariantsBulkUpdate
     return schema
 
 
@@ -246,7 +284,7 @@ def _resolve_node(root, info, id):
         return _bulk(info).view(_bulk(info).get(id))
     if id == SANDBOX_SHOP["id"]:
         return SANDBOX_SHOP
-    return info.context.store.customer_by_gid(id)
+    return info.context.store.customer_by_gid(id) or info.context.app.catalog.by_gid(id)
 
 
 @lru_cache(maxsize=512)
@@ -273,6 +311,10 @@ class ShopifySandbox(SandboxApp):
         super().__init__(options, population)
         self.schema = _schema()
         self.store = CustomerStore(population, options.seed, malformed=self.roll_malformed)
+        from integrations.nhanh.sandbox import catalog_for
+
+        self.catalog = ShopifyCatalog(catalog_for(options, population))
+        self.inventory = sandbox_inventory.InventoryWrites(self.catalog)
         self.bucket = LeakyBucket(*STANDARD_PLAN)
         self.throttled = 0
         self.cost_spent = 0
@@ -457,6 +499,22 @@ class ShopifySandbox(SandboxApp):
             return {**public_view(customer), "metafields": metafields}
         if action == "stats":
             return self.stats()
+        if action == "inventory":  # GET /_sandbox/shopify/inventory: [{"sku", "location_id", "available"}]
+            return SandboxResponse(200, self.catalog.inventory_truth())
+        if action == "level":  # {inventory_item_id, location_id} → available (None: not stocked there)
+            return self.catalog.level(int(payload["inventory_item_id"]), int(payload["location_id"]))
+        if action == "inventory_user_errors":
+            # {inventory_item_ids, code, message}: inventorySetQuantities refuses these items (empty list: none)
+            self.inventory.injected = {int(i): {"code": payload.get("code"), "message": payload.get("message") or
+                                                "Invalid inventory item"}
+                                       for i in payload.get("inventory_item_ids") or ()}
+            return {"items": len(self.inventory.injected)}
+        if action == "set_level":  # {inventory_item_id, location_id, available}: a sale made in Shopify
+            try:
+                return {"previous": self.catalog.set_level(int(payload["inventory_item_id"]),
+                                                           int(payload["location_id"]), int(payload["available"]))}
+            except KeyError as exc:
+                raise ValueError(str(exc)) from None
         if action == "bulk":
             # {rows_per_second, url_ttl_seconds, fail: {error_code, after_objects, partial, times}}
             if "rows_per_second" in payload:
@@ -485,6 +543,10 @@ class ShopifySandbox(SandboxApp):
 
     def stats(self) -> dict:
         return {"customers": self.store.count(), "created": len(self.store.created_ids),
+                "products": len(self.catalog.products), "variants": len(self.catalog.variants),
+                "level_writes": self.catalog.level_writes, "price_writes": self.catalog.price_writes,
+                "inventory_calls_applied": self.inventory.calls_applied, "inventory_replays": self.inventory.replays,
+                "inventory_stale": self.inventory.stale,
                 "changed": len(self.store.changed), "metafields_written": self.store.metafields_written,
                 "cost_spent": self.cost_spent, "throttled": self.throttled,
                 "requests_served": self.requests_served, "rate_limited": self.rate_limited,

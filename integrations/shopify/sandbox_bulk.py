@@ -46,6 +46,8 @@ ACTIVE = ("CREATED", "RUNNING", "CANCELING")
 # Unconfirmed server-side speed; the bench sets a documented figure with --shopify-bulk-rows-per-second.
 DEFAULT_ROWS_PER_SECOND = 2000.0
 CREATED_FOR_SECONDS = 0.1  # an operation is queued (CREATED) briefly before it runs
+# Root connections whose resolvers let a bulk operation page them (RequestContext.bulk_page).
+BULK_ROOTS = ("customers", "products", "productVariants", "locations")
 
 
 def concurrency_limit(version: str) -> int:
@@ -230,11 +232,13 @@ class BulkRunner:
         if not connections:
             return "Bulk queries must contain at least one connection."
         roots = operations[0].selection_set.selections
-        if len(roots) != 1 or not isinstance(roots[0], FieldNode) or roots[0].name.value != "customers":
-            return "Invalid bulk query: the sandbox runs bulk queries over one root field, customers."
+        if len(roots) != 1 or not isinstance(roots[0], FieldNode) or roots[0].name.value not in BULK_ROOTS:
+            return ("Invalid bulk query: the sandbox runs bulk queries over one root field, one of "
+                    f"{', '.join(BULK_ROOTS)}.")
         if len(connections) > MAX_CONNECTIONS:
             return f"Bulk queries cannot contain more than {MAX_CONNECTIONS} connections."
-        if max(connections) > MAX_CONNECTION_DEPTH:
+        # The root connection is not nested: products > variants > inventoryLevels nests two levels deep.
+        if max(connections) - 1 > MAX_CONNECTION_DEPTH:
             return f"Bulk queries cannot contain connections with a nesting depth greater than {MAX_CONNECTION_DEPTH}."
         return None
 
@@ -295,6 +299,8 @@ class BulkRunner:
 
     def _execute(self, op: BulkOperation) -> None:
         document = parse(op.query)
+        root = next(d for d in document.definitions if isinstance(d, OperationDefinitionNode)).selection_set
+        root_name = root.selections[0].alias.value if root.selections[0].alias else root.selections[0].name.value
         time.sleep(CREATED_FOR_SECONDS)
         with self._lock:
             if op.cancel_requested:
@@ -312,7 +318,7 @@ class BulkRunner:
                 result = execute(self.schema, document, context_value=context, **self.executor_options)
                 if result.errors:
                     raise RuntimeError(f"bulk execution failed: {result.errors[0].message}")
-                connection = result.data["customers"]
+                connection = result.data[root_name]
                 nodes = connection.get("nodes")
                 if nodes is None:
                     nodes = [edge["node"] for edge in connection.get("edges") or []]
@@ -357,19 +363,31 @@ class BulkRunner:
         op.expires_at = self.now() + self.url_ttl_seconds if op.has_result else None
 
 
-def _split(node: dict, parent_id: str | None) -> tuple[dict, list[dict]]:
-    """One object's own line (nested connections removed) and the lines of its connection items."""
+def _is_connection(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("nodes", value.get("edges")), list)
+
+
+def _strip(obj: dict, nested: list[list]) -> dict:
+    """``obj`` without its connections (collected into ``nested``), looking inside plain nested objects too:
+    a variant's ``inventoryItem { inventoryLevels }`` items become lines whose parent is the variant."""
     own: dict = {}
-    below: list[dict] = []
-    nested: list[list] = []
-    for key, value in node.items():
-        if isinstance(value, dict) and isinstance(value.get("nodes", value.get("edges")), list):
-            items = value["nodes"] if "nodes" in value else [edge.get("node") for edge in value["edges"]]
-            nested.append(items)
+    for key, value in obj.items():
+        if _is_connection(value):
+            nested.append(value["nodes"] if "nodes" in value else [edge.get("node") for edge in value["edges"]])
+        elif isinstance(value, dict):
+            own[key] = _strip(value, nested)
         else:
             own[key] = value
+    return own
+
+
+def _split(node: dict, parent_id: str | None) -> tuple[dict, list[dict]]:
+    """One object's own line (nested connections removed) and the lines of its connection items."""
+    nested: list[list] = []
+    own = _strip(node, nested)
     if parent_id is not None:
         own["__parentId"] = parent_id
+    below: list[dict] = []
     for items in nested:
         for item in items:
             line, deeper = _split(item, node.get("id"))

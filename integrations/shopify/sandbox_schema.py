@@ -3,8 +3,9 @@
 Names and types follow the public Admin schema (2025-01 introspection plus the 2026-10 reference pages) so a
 query that runs here runs against a real shop. Only the parts ShopBridge touches are modelled: the
 ``customers`` connection, ``customer``, ``customersCount``, ``shop``, bulk operations (``bulkOperationRunQuery``,
-``bulkOperationCancel``, ``currentBulkOperation``, ``bulkOperation``, ``node``), and the ``metafieldsSet`` /
-``customerCreate`` / ``customerUpdate`` mutations. Enums that are long lists in the real schema (CountryCode,
+``bulkOperationCancel``, ``currentBulkOperation``, ``bulkOperation``, ``node``), the ``metafieldsSet`` /
+``customerCreate`` / ``customerUpdate`` mutations, and the catalog (``CATALOG_SDL``: products, variants, inventory
+items and levels, locations). Enums that are long lists in the real schema (CountryCode,
 CurrencyCode) carry a subset.
 """
 
@@ -231,13 +232,120 @@ type Mutation {
 }
 '''
 
+# The catalog (products, variants, inventory, locations): its own document, extending the roots.
+CATALOG_SDL = '''
+"""A monetary value as a decimal string, e.g. "150000.00"."""
+scalar Money
+
+enum ProductStatus { ACTIVE ARCHIVED DRAFT }
+enum ProductSortKeys { CREATED_AT ID TITLE UPDATED_AT }
+enum ProductVariantSortKeys { ID POSITION SKU TITLE }
+enum LocationSortKeys { ID NAME }
+
+type Product implements Node & LegacyInteroperability {
+  id: ID!
+  legacyResourceId: UnsignedInt64!
+  title: String!
+  handle: String!
+  status: ProductStatus!
+  vendor: String!
+  productType: String!
+  totalInventory: Int!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  variants(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
+           sortKey: ProductVariantSortKeys = POSITION): ProductVariantConnection!
+  variantsCount: Count
+}
+
+type ProductEdge { cursor: String! node: Product! }
+type ProductConnection { edges: [ProductEdge!]! nodes: [Product!]! pageInfo: PageInfo! }
+
+type ProductVariant implements Node & LegacyInteroperability {
+  id: ID!
+  legacyResourceId: UnsignedInt64!
+  title: String!
+  displayName: String!
+  sku: String
+  barcode: String
+  price: Money!
+  compareAtPrice: Money
+  inventoryQuantity: Int
+  inventoryItem: InventoryItem!
+  product: Product!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+}
+
+type ProductVariantEdge { cursor: String! node: ProductVariant! }
+type ProductVariantConnection { edges: [ProductVariantEdge!]! nodes: [ProductVariant!]! pageInfo: PageInfo! }
+
+type InventoryItem implements Node & LegacyInteroperability {
+  id: ID!
+  legacyResourceId: UnsignedInt64!
+  sku: String
+  tracked: Boolean!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  inventoryLevels(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
+                  query: String): InventoryLevelConnection!
+  inventoryLevel(locationId: ID!): InventoryLevel
+}
+
+type InventoryQuantity implements Node { id: ID! name: String! quantity: Int! updatedAt: DateTime }
+
+type InventoryLevel implements Node {
+  id: ID!
+  item: InventoryItem!
+  location: Location!
+  quantities(names: [String!]!): [InventoryQuantity!]!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+}
+
+type InventoryLevelEdge { cursor: String! node: InventoryLevel! }
+type InventoryLevelConnection { edges: [InventoryLevelEdge!]! nodes: [InventoryLevel!]! pageInfo: PageInfo! }
+
+type Location implements Node & LegacyInteroperability {
+  id: ID!
+  legacyResourceId: UnsignedInt64!
+  name: String!
+  isActive: Boolean!
+  fulfillsOnlineOrders: Boolean!
+  shipsInventory: Boolean!
+  createdAt: DateTime!
+  updatedAt: DateTime!
+  inventoryLevel(inventoryItemId: ID!): InventoryLevel
+}
+
+type LocationEdge { cursor: String! node: Location! }
+type LocationConnection { edges: [LocationEdge!]! nodes: [Location!]! pageInfo: PageInfo! }
+
+extend type Query {
+  products(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
+           sortKey: ProductSortKeys = ID, query: String): ProductConnection!
+  productVariants(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
+                  sortKey: ProductVariantSortKeys = ID, query: String): ProductVariantConnection!
+  locations(first: Int, after: String, last: Int, before: String, reverse: Boolean = false,
+            sortKey: LocationSortKeys = NAME, query: String, includeLegacy: Boolean = false,
+            includeInactive: Boolean = false): LocationConnection!
+  product(id: ID!): Product
+  productVariant(id: ID!): ProductVariant
+  location(id: ID): Location
+  inventoryItem(id: ID!): InventoryItem
+  productsCount(query: String): Count
+}
+'''
+
 MAX_QUERY_COST = 1000
 MUTATION_COST = 10  # per top-level mutation field (api-evangelist digest of shopify.dev; unconfirmed)
 CONNECTION_BASE_COST = 2
 
 
 def make_schema() -> GraphQLSchema:
-    schema = build_schema(SDL)
+    from .sandbox_inventory import INVENTORY_SDL
+
+    schema = build_schema(SDL + CATALOG_SDL + INVENTORY_SDL)
     # Customer is the only owner type modelled, so every HasMetafields value is a Customer.
     schema.type_map["HasMetafields"].resolve_type = lambda value, info, type_: "Customer"
     schema.type_map["Node"].resolve_type = lambda value, info, type_: value["id"].split("/")[3]  # gid://shopify/<Type>/<n>

@@ -1,6 +1,9 @@
-"""Registers the catalog side of products: pull specs (Nhanh and Shopify products, Shopify locations) and the
-SKU auto-match job type."""
+"""Registers the catalog side of products: pull specs (Nhanh and Shopify products, Shopify locations with the
+latter) and the SKU auto-match job type and ``automatch products`` command target."""
 
 
 def register() -> None:
-    pass
+    from . import automatch, pulls
+
+    pulls.register()
+    automatch.register()

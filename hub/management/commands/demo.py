@@ -16,7 +16,7 @@ SANDBOX_CONNECTIONS = {
     # system: (module holding the sandbox's accepted credentials, connection fields)
     System.NHANH: ("integrations.nhanh.sandbox", lambda m: {
         "app_id": m.SANDBOX_APP_ID, "business_id": m.SANDBOX_BUSINESS_ID, "access_token": m.SANDBOX_ACCESS_TOKEN,
-        "secret_key": m.SANDBOX_SECRET_KEY,
+        "secret_key": m.SANDBOX_SECRET_KEY, "webhook_verify_token": m.SANDBOX_WEBHOOK_VERIFY_TOKEN,
         "api_version": "3.0", "requests_per_window": 150, "window_seconds": 30,
     }),
     # As a shop set up today would be: a Dev Dashboard app's client id and secret (tokens last ~24 h).
@@ -98,6 +98,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Connection {system} → {o['sandbox_url']}/{system} (sandbox)")
         self.add_pancake_pages(o["sandbox_url"])
         self.add_shopee_shops(o["sandbox_url"])
+        self.map_sandbox_depots()
         for line in install_schedules():
             self.stdout.write(f"Schedule {line}")
         if o["start_jobs"]:
@@ -124,6 +125,15 @@ class Command(BaseCommand):
                 "name": f"FolkForm Page {k + 1} (sandbox)", "user_access_token": sandbox.SANDBOX_USER_TOKEN,
                 "enabled": True})
         self.stdout.write(f"Pancake pages {', '.join(page_ids)} (sandbox)")
+
+    def map_sandbox_depots(self) -> None:
+        """Every sandbox Nhanh depot feeds one of the sandbox's Shopify locations (each location fed, one by two
+        depots), so a product sync has somewhere to send stock from the first pull on."""
+        from integrations.sandbox.catalog_population import DEFAULT_DEPOT_LOCATIONS, DEPOTS, LOCATIONS
+        from products.services.stock import install_depot_map
+
+        for line in install_depot_map(DEPOTS, LOCATIONS, DEFAULT_DEPOT_LOCATIONS):
+            self.stdout.write(line)
 
     def wait_for_sandbox(self, sandbox_url: str, seconds: float = 90) -> None:
         import time

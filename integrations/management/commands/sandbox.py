@@ -96,7 +96,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         for name in apps:
             self.stdout.write(f"sandbox {name:8s} {server.url_for(name)}")
-        self.stdout.write(f"{options.customers} customers, seed {options.seed}; "
+        self.stdout.write(f"{options.customers} customers, {options.products} Nhanh products, seed {options.seed}; "
                           f"rate limits {'on' if options.rate_limit else 'off'}. Ctrl-C stops.")
         try:
             server.serve_forever()
