@@ -34,8 +34,10 @@ from functools import cached_property
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import BooleanField, F, Func, Q, QuerySet, TextField, Value
+from django.db.models import F, Func, Q, QuerySet, TextField, Value
 from django.db.models.functions import Concat, Reverse
+
+from jobs.bulk import among  # ids as one array parameter (AnyOf) or a subquery
 
 from .phones import MOBILE_RENUMBERING_2018, normalize_phone
 
@@ -305,37 +307,6 @@ def _matching_ids(model, search_customers, ids_by_phone, parsed: ParsedTerm, ter
         return materialize(ids_by_phone(parsed.phones[0]))
     return materialize(search_customers(model.objects.order_by(), term).values_list("pk", flat=True),
                        estimate_first=bool(parsed.texts))
-
-
-class AnyOf(Func):
-    """``column = ANY(%s)`` on PostgreSQL: the ids go as one array parameter, not one parameter each (a
-    first-digits search fetches ~800 ids a side: as ``IN (%s, …)`` they were adapted one by one, planned as a
-    list and compiled again for the estimate, the count and the page); ``IN (…)`` elsewhere."""
-
-    conditional = True
-    output_field = BooleanField()
-
-    def __init__(self, column: str, values):
-        super().__init__(F(column))
-        self.values = list(values)
-
-    def as_sql(self, compiler, connection, **extra):
-        if not self.values:
-            raise EmptyResultSet
-        lhs, params = compiler.compile(self.get_source_expressions()[0])
-        return f"{lhs} IN ({', '.join(['%s'] * len(self.values))})", (*params, *self.values)
-
-    def as_postgresql(self, compiler, connection, **extra):
-        if not self.values:
-            raise EmptyResultSet
-        column = self.get_source_expressions()[0]
-        lhs, params = compiler.compile(column)
-        return f"{lhs} = ANY(%s::{column.output_field.cast_db_type(connection)}[])", (*params, self.values)
-
-
-def among(column: str, ids: list | QuerySet) -> Q:
-    """``column`` in ``ids``: the ids fetched by :func:`materialize` (one array parameter), or its subquery."""
-    return Q(AnyOf(column, ids)) if isinstance(ids, list) else Q(**{f"{column}__in": ids})
 
 
 def materialize(ids: QuerySet, *, estimate_first: bool = False) -> list | QuerySet:

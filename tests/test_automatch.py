@@ -182,3 +182,26 @@ def test_the_staged_pairs_equal_the_rule_when_customers_share_several_phones(rig
     assert (ids[1], ids[1], "+84912000001") in links and (ids[4], ids[4], "+84912000005") in links
     assert {a for a, _b, _p in ambiguous} == {ids[2], ids[3], ids[5], ids[6]}
 
+
+
+def test_the_upsert_stores_the_payload_once_serialized_and_refreshes_phones_by_the_returned_ids():
+    """jobs.ingest serializes each payload once (its hash and the raw column's text); raw reads back as the
+    payload, the hash is payload_hash's, and a changed row's phones are replaced through the ids the upsert
+    returned."""
+    from customers.models import ShopifyCustomerPhone
+    from jobs.ingest import payload_hash
+
+    node = shopify(501, phone="+84912000501", note="Chị Hoa — “VIP” \\ 2 số: 0912000502")
+    assert upsert_shopify_customers([node]).created == 1
+    stored = ShopifyCustomer.objects.get(shopify_id=501)
+    assert stored.raw == node and stored.payload_hash == payload_hash(node)
+    assert set(stored.phones.values_list("e164", flat=True)) == {"+84912000501", "+84912000502"}
+    assert upsert_shopify_customers([node]).skipped == 1  # unchanged: same hash
+    changed = {**node, "note": "đổi số"}
+    assert upsert_shopify_customers([changed, shopify(502, phone="+84912000503")]).updated == 1
+    stored.refresh_from_db()
+    assert stored.raw == changed and stored.note == "đổi số"
+    assert set(ShopifyCustomerPhone.objects.filter(customer__shopify_id=501).values_list("e164", flat=True)) == {
+        "+84912000501"}
+    assert list(ShopifyCustomerPhone.objects.filter(customer__shopify_id=502).values_list("e164", flat=True)) == [
+        "+84912000503"]
