@@ -98,8 +98,8 @@ def line(label: str, value: str) -> None:
 
 
 # --- customers without HTTP (bench/automatch_customers, bench/sync_customers) ----------------------------
-# The customers query's node selection (integrations.shopify.client.CUSTOMER_FIELDS), for shaping a sandbox
-# store dict the way a pull receives it.
+# A customer pull's node selection (integrations.shopify.client.customer_fields with the loyalty metafields),
+# for shaping a sandbox store dict the way a pull receives it.
 _SHOPIFY_NODE_KEYS = ("id", "legacyResourceId", "firstName", "lastName", "displayName", "note", "state", "tags",
                       "numberOfOrders", "amountSpent", "createdAt", "updatedAt", "defaultPhoneNumber")
 _SHOPIFY_ADDRESS_KEYS = ("address1", "address2", "city", "province", "provinceCode", "countryCodeV2", "zip",
@@ -107,8 +107,8 @@ _SHOPIFY_ADDRESS_KEYS = ("address1", "address2", "city", "province", "provinceCo
 
 
 def shopify_node(customer: dict) -> dict:
-    """A Shopify sandbox store customer (``CustomerStore.customer(legacy_id)``) as a ``customers`` query node
-    selecting CUSTOMER_FIELDS, without running GraphQL (that costs ~0.15 ms a row)."""
+    """A Shopify sandbox store customer (``CustomerStore.customer(legacy_id)``) as a customer pull's ``customers``
+    query node (base fields and the loyalty metafields), without running GraphQL (that costs ~0.15 ms a row)."""
     node = {k: customer[k] for k in _SHOPIFY_NODE_KEYS}
     email = customer["defaultEmailAddress"]
     node["defaultEmailAddress"] = {"emailAddress": email["emailAddress"]} if email else None
@@ -129,10 +129,13 @@ def build_sandbox_apps(customers: int, seed: int = 1) -> dict:
 
 def check_shopify_node_shape(apps: dict, count: int = 50) -> None:
     """Fail loudly if ``shopify_node`` no longer gives what the sandbox's GraphQL serves to the client."""
-    from integrations.shopify.client import CUSTOMER_FIELDS, CUSTOMERS_QUERY
+    from customers.services.sync import Loyalty
+    from integrations.shopify.client import CUSTOMERS_QUERY, customer_fields
 
     sandbox = apps["shopify"]
-    _status, payload = sandbox.execute(CUSTOMERS_QUERY % CUSTOMER_FIELDS,
+    # What a customer pull selects: the base fields plus the loyalty metafields it reads back.
+    fields = customer_fields(Loyalty.metafields_read())
+    _status, payload = sandbox.execute(CUSTOMERS_QUERY % fields,
                                        {"first": count, "after": None, "query": None, "sortKey": "ID"}, None)
     served = payload["data"]["customers"]["nodes"]
     built = [shopify_node(sandbox.store.customer(int(n["legacyResourceId"]))) for n in served]

@@ -37,6 +37,8 @@ from django.db import connections
 from django.db.models import F, Func, Q, QuerySet, TextField, Value
 from django.db.models.functions import Concat, Reverse
 
+from jobs.bulk import among  # ids as one array parameter (AnyOf) or a subquery
+
 from .phones import MOBILE_RENUMBERING_2018, normalize_phone
 
 FOLD_FUNCTION = "shopbridge_fold"
@@ -235,7 +237,7 @@ def _text_filter(queryset: QuerySet, document, chunk: str) -> QuerySet:
 def search_nhanh_customers(queryset: QuerySet, term: str) -> QuerySet:
     parsed = parse_term(term)
     for phone in parsed.phones:
-        queryset = queryset.filter(pk__in=materialize(nhanh_ids(phone)))
+        queryset = queryset.filter(among("pk", materialize(nhanh_ids(phone))))
     for chunk in parsed.texts:
         queryset = _text_filter(queryset, nhanh_document(), chunk)
     return queryset
@@ -244,7 +246,7 @@ def search_nhanh_customers(queryset: QuerySet, term: str) -> QuerySet:
 def search_shopify_customers(queryset: QuerySet, term: str) -> QuerySet:
     parsed = parse_term(term)
     for phone in parsed.phones:
-        queryset = queryset.filter(pk__in=materialize(shopify_ids(phone)))
+        queryset = queryset.filter(among("pk", materialize(shopify_ids(phone))))
     for chunk in parsed.texts:
         queryset = _text_filter(queryset, shopify_document(), chunk)
     return queryset
@@ -261,7 +263,13 @@ def search_mappings(queryset: QuerySet, term: str) -> QuerySet:
     nhanh = _matching_ids(NhanhCustomer, search_nhanh_customers, nhanh_ids, parsed, term)
     shopify = _matching_ids(ShopifyCustomer, search_shopify_customers, shopify_ids, parsed, term)
     if isinstance(nhanh, list) and isinstance(shopify, list):
-        return queryset.filter(Q(nhanh_customer_id__in=nhanh) | Q(shopify_customer_id__in=shopify))
+        # One indexed lookup per side, UNIONed: "nhanh IN (…) OR shopify IN (…)" over the whole table is a
+        # sequential scan of every mapping for the count (PostgreSQL cannot use two indexes for an OR of
+        # two long lists it estimates poorly); each side alone probes its key's index.
+        model = queryset.model
+        by_side = (model.objects.filter(among("nhanh_customer_id", nhanh)).order_by().values("pk")
+                   .union(model.objects.filter(among("shopify_customer_id", shopify)).order_by().values("pk")))
+        return queryset.filter(pk__in=by_side)
     by_nhanh, by_shopify = Q(), Q()
     for phone in parsed.phones:
         by_nhanh &= Q(nhanh_customer_id__in=nhanh_ids(phone))
@@ -290,7 +298,7 @@ def search_ambiguous_matches(queryset: QuerySet, term: str) -> QuerySet:
     from .models import NhanhCustomer
 
     nhanh = _matching_ids(NhanhCustomer, search_nhanh_customers, nhanh_ids, parse_term(term), term)
-    return queryset.filter(nhanh_customer_id__in=nhanh)
+    return queryset.filter(among("nhanh_customer_id", nhanh))
 
 
 def _matching_ids(model, search_customers, ids_by_phone, parsed: ParsedTerm, term: str) -> list | QuerySet:

@@ -1,9 +1,10 @@
 """What every pulled record shares, for any app's upsert: the abstract model, the readers that turn upstream
 values into fields (raising MalformedRow with the reason staff see), and one set-based batch upsert.
 
-``upsert_records`` makes one SELECT to classify the batch, one upsert for new and changed rows and, when the
-record has a child table (customers' phones, say), one DELETE + one INSERT to refresh the children of the rows
-it wrote. Unchanged rows (same payload hash) are neither parsed nor written.
+``upsert_records`` makes one SELECT to classify the batch, one upsert for new and changed rows (returning
+their ids) and, when the record has a child table (customers' phones, say), one DELETE + one INSERT to refresh
+the children of the rows it wrote. Unchanged rows (same payload hash) are neither parsed nor written. Each
+payload is serialized once: that text gives its hash and is what COPY sends to the ``raw`` column.
 """
 
 from __future__ import annotations
@@ -39,10 +40,16 @@ class MalformedRow(ValueError):
     pass
 
 
+def canonical_json(raw) -> str:
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324 - change detection, not security
+
+
 def payload_hash(raw: dict) -> str:
-    return hashlib.md5(  # noqa: S324 - change detection, not security
-        json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
+    return _digest(canonical_json(raw))
 
 
 # --- readers: upstream value → field value ------------------------------------------------------------
@@ -136,19 +143,20 @@ def upsert_records(
     children: ChildTable | None = None,
 ) -> BatchResult:
     result = BatchResult()
-    digests: dict[object, tuple[str, dict]] = {}  # key → (hash, raw); the last one wins within a batch
+    digests: dict[object, tuple[str, dict, str]] = {}  # key → (hash, raw, its JSON); the last one wins
     unkeyed = []
     for raw in rows:
         ident = key_of(raw)
         if ident is None:
             unkeyed.append(raw)
         else:
-            digests[ident] = (payload_hash(raw), raw)
+            text = canonical_json(raw)
+            digests[ident] = (_digest(text), raw, text)
     result.skipped += len(rows) - len(unkeyed) - len(digests)  # duplicates inside the batch
-    known = dict(model.objects.filter(**{f"{key}__in": list(digests)}).values_list(key, "payload_hash"))
+    known = dict(model.objects.filter(bulk.among(key, list(digests))).values_list(key, "payload_hash"))
     now = timezone.now()
     to_write, child_rows = [], {}
-    for ident, (digest, raw) in digests.items():
+    for ident, (digest, raw, text) in digests.items():
         if known.get(ident) == digest:
             result.skipped += 1
             continue
@@ -161,7 +169,8 @@ def upsert_records(
             result.updated += 1
         else:
             result.created += 1
-        to_write.append({**fields, "raw": raw, "payload_hash": digest, "created_at": now, "updated_at": now})
+        to_write.append({**fields, "raw": bulk.JsonText(text), "payload_hash": digest, "created_at": now,
+                         "updated_at": now})
         if found or ident in known:
             child_rows[ident] = found
     for raw in unkeyed:  # parse only to say what is wrong with them
@@ -174,12 +183,12 @@ def upsert_records(
     if not to_write:
         return result
     update_fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", key, "created_at")]
-    bulk.upsert(model, to_write, unique_field=key, update_fields=update_fields)
+    ids = bulk.upsert(model, to_write, unique_field=key, update_fields=update_fields,
+                      returning="id" if children is not None and child_rows else None)
     if children is not None and child_rows:
-        ids = dict(model.objects.filter(**{f"{key}__in": list(child_rows)}).values_list(key, "id"))
         changed = [ids[ident] for ident in child_rows if ident in known]
         if changed:  # a new record has no children to replace
-            children.model.objects.filter(**{f"{children.parent_field}__in": changed}).delete()
+            children.model.objects.filter(bulk.among(children.parent_field, changed)).delete()
         bulk.insert_ignoring_conflicts(children.model, [
             {**child, children.parent_field: ids[ident]} for ident, found in child_rows.items() for child in found
         ])

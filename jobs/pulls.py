@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -225,13 +226,21 @@ def run_pull(
         return totals
 
 
-def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages):
+@contextmanager
+def batch_transaction():
+    """The transaction one pull batch and its checkpoint are written in (bench/pull_shopify writes its batches
+    in it too, to measure what a pull does)."""
     with transaction.atomic(durable=True):
         if connection.vendor == "postgresql":
             # Don't wait for the WAL flush of each batch: if the server crashes, the batch and the checkpoint
             # that covers it are lost together and the pull re-reads them from the upstream.
             with connection.cursor() as cur:
                 cur.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
+def _write_batch(ctx, pid, token, upsert, rows, totals: BatchResult, keep_errors, *, cursor, pages):
+    with batch_transaction():
         result = upsert(rows) if rows else BatchResult()
         totals.add(result, keep_errors)
         checkpoint = {"cursor": cursor, "pages": pages, "counts": totals.as_counts()}

@@ -18,6 +18,7 @@ from customers.models import (
     MatchedBy,
     NhanhCustomer,
     ShopifyCustomer,
+    ShopifyCustomerPhone,
 )
 from customers.services.pulls import upsert_nhanh_customers, upsert_shopify_customers
 from jobs.models import BackgroundJob, JobStatus, PullMark, PullProgress, StartedBy
@@ -95,6 +96,21 @@ def test_part_of_a_phone_finds_by_prefix_or_last_digits(staff_client, people, ad
     assert "Văn A" in last and "Văn Anh" not in last
     old_prefix = _found(staff_client, admin_name, "01628")  # an old prefix alone
     assert "Đặng" in old_prefix and "Nguyễn" not in old_prefix
+
+
+def test_mappings_are_found_by_a_phone_only_one_side_has(staff_client, people):
+    """Each side's ids go into their own indexed lookup: one side matching nothing must not empty the other."""
+    ShopifyCustomerPhone.objects.filter(customer__shopify_id=104).delete()  # only Nhanh 4 has 0987 654 321 now
+    html = _found(staff_client, "customermapping", "0987 654 321")
+    assert "Trần Bình (#4," in html and "Nguyễn" not in html
+    upsert_shopify_customers([{"legacyResourceId": "105", "firstName": "Khách", "lastName": "Mới",
+                               "defaultPhoneNumber": {"phoneNumber": "+84911222333"}}])
+    CustomerMapping.objects.filter(nhanh_customer__nhanh_id=4).update(
+        shopify_customer=ShopifyCustomer.objects.get(shopify_id=105))
+    html = _found(staff_client, "customermapping", "0911 222")  # only the Shopify side has it
+    assert "Trần Bình (#4," in html and "Nguyễn" not in html
+    html = _found(staff_client, "customermapping", "0999 888 777")  # nobody
+    assert "Trần" not in html and "Nguyễn" not in html
 
 
 def test_a_phone_search_never_scans_with_like_anywhere(staff_client, people):

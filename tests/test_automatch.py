@@ -131,3 +131,77 @@ def test_a_big_batch_goes_in_the_bulk_load_way_with_the_same_result_and_the_same
     with pytest.raises(IntegrityError), transaction.atomic():  # and enforced again
         CustomerMapping.objects.create(nhanh_customer=NhanhCustomer.objects.get(nhanh_id=8),
                                        shopify_customer=taken.shopify_customer, matched_by=MatchedBy.MANUAL)
+
+
+@pytest.mark.parametrize("right_exclusive", [True, False])
+def test_the_staged_pairs_equal_the_rule_when_customers_share_several_phones(right_exclusive):
+    """The matcher's SQL against the rule in plain Python, on sides where a pair shares two phones (Nhanh has one
+    phone a customer, so this uses Shopify's phones on both sides: every customer is a candidate of itself)."""
+    from collections import defaultdict
+
+    from django.db import connection, transaction
+
+    from customers.models import ShopifyCustomerPhone
+    from customers.services.matching import PAIRS, PhoneMatcher
+
+    upsert_shopify_customers([
+        shopify(1, phone="0912000001", address_phone="0912000002"),         # shares both with itself only
+        shopify(2, phone="0912000003", note="sđt 0912000004"),               # shares 0912000004 with 3
+        shopify(3, phone="0912000004"),
+        shopify(4, phone="0912000005", address_phone="0912000006", note="0912000007"),
+        shopify(5, phone="0912000008", address_phone="0912000009"),          # shares both phones with 6
+        shopify(6, phone="0912000009", note="hoặc 0912000008"),
+        shopify(7, note="không có số"),
+    ])
+    matcher = PhoneMatcher(
+        left=ShopifyCustomer._meta.db_table, left_phones=ShopifyCustomerPhone._meta.db_table,
+        right_phones=ShopifyCustomerPhone._meta.db_table, links=CustomerMapping._meta.db_table,
+        link_left="shopify_customer_id", link_right="nhanh_customer_id", right_exclusive=right_exclusive)
+    with transaction.atomic(), connection.cursor() as cur:
+        matcher.stage_pairs(cur)
+        matched = matcher.count_matches(cur)
+        cur.execute(f"SELECT left_id, right_id, phone FROM {PAIRS} WHERE unique_pair AND first_phone")  # = links
+        links = set(cur.fetchall())
+        ambiguous = matcher.ambiguous_pairs(cur)
+        matcher.drop_pairs(cur)
+
+    phones = defaultdict(set)
+    for customer_id, e164 in ShopifyCustomerPhone.objects.values_list("customer_id", "e164"):
+        phones[customer_id].add(e164)
+    shared = {(a, b): min(phones[a] & phones[b]) for a in phones for b in phones if phones[a] & phones[b]}
+    rights, lefts = defaultdict(set), defaultdict(set)
+    for a, b in shared:
+        rights[a].add(b)
+        lefts[b].add(a)
+    unique = {a for a in rights if len(rights[a]) == 1
+              and (not right_exclusive or len(lefts[next(iter(rights[a]))]) == 1)}
+    assert links == {(a, b, shared[a, b]) for a in unique for b in rights[a]}
+    assert matched == len(unique)
+    assert ambiguous == sorted((a, b, shared[a, b]) for a in rights if a not in unique for b in rights[a])
+    ids = dict(ShopifyCustomer.objects.values_list("shopify_id", "pk"))
+    assert (ids[1], ids[1], "+84912000001") in links and (ids[4], ids[4], "+84912000005") in links
+    assert {a for a, _b, _p in ambiguous} == {ids[2], ids[3], ids[5], ids[6]}
+
+
+
+def test_the_upsert_stores_the_payload_once_serialized_and_refreshes_phones_by_the_returned_ids():
+    """jobs.ingest serializes each payload once (its hash and the raw column's text); raw reads back as the
+    payload, the hash is payload_hash's, and a changed row's phones are replaced through the ids the upsert
+    returned."""
+    from customers.models import ShopifyCustomerPhone
+    from jobs.ingest import payload_hash
+
+    node = shopify(501, phone="+84912000501", note="Chị Hoa — “VIP” \\ 2 số: 0912000502")
+    assert upsert_shopify_customers([node]).created == 1
+    stored = ShopifyCustomer.objects.get(shopify_id=501)
+    assert stored.raw == node and stored.payload_hash == payload_hash(node)
+    assert set(stored.phones.values_list("e164", flat=True)) == {"+84912000501", "+84912000502"}
+    assert upsert_shopify_customers([node]).skipped == 1  # unchanged: same hash
+    changed = {**node, "note": "đổi số"}
+    assert upsert_shopify_customers([changed, shopify(502, phone="+84912000503")]).updated == 1
+    stored.refresh_from_db()
+    assert stored.raw == changed and stored.note == "đổi số"
+    assert set(ShopifyCustomerPhone.objects.filter(customer__shopify_id=501).values_list("e164", flat=True)) == {
+        "+84912000501"}
+    assert list(ShopifyCustomerPhone.objects.filter(customer__shopify_id=502).values_list("e164", flat=True)) == [
+        "+84912000503"]
