@@ -31,7 +31,7 @@ class NhanhProduct(UpstreamRecord):
     parent_id = models.BigIntegerField(_("parent id"), null=True, blank=True, db_index=True,
                                        help_text=_("Nhanh parentId: the parent product of a variant."))
     code = models.CharField(_("code (SKU)"), max_length=255, blank=True, help_text=_("As typed in Nhanh."))
-    sku_key = models.CharField(max_length=255, blank=True, editable=False,
+    sku_key = models.CharField(_("normalized SKU"), max_length=255, blank=True, editable=False,
                                help_text=_("The code trimmed and case-folded: what auto-match compares."))
     barcode = models.CharField(_("barcode"), max_length=255, blank=True)
     name = models.CharField(_("name"), max_length=500, blank=True)
@@ -101,7 +101,8 @@ class NhanhDepot(models.Model):
 class NhanhStock(models.Model):
     """One product's stock in one depot, as Nhanh reports it (product/list, product/inventory, inventoryChange)."""
 
-    product = models.ForeignKey(NhanhProduct, on_delete=models.CASCADE, related_name="stocks")
+    product = models.ForeignKey(NhanhProduct, verbose_name=_("Nhanh product"), on_delete=models.CASCADE,
+                                related_name="stocks")
     depot_id = models.BigIntegerField(_("depot id"), db_index=True)
     remain = models.DecimalField(_("remain"), **QUANTITY)
     available = models.DecimalField(_("available"), **QUANTITY)
@@ -145,7 +146,7 @@ class ShopifyVariant(UpstreamRecord):
                                 db_column="product_shopify_id", on_delete=models.CASCADE, related_name="variants")
     title = models.CharField(_("title"), max_length=500, blank=True)
     sku = models.CharField(_("SKU"), max_length=255, blank=True, help_text=_("As typed in Shopify."))
-    sku_key = models.CharField(max_length=255, blank=True, editable=False,
+    sku_key = models.CharField(_("normalized SKU"), max_length=255, blank=True, editable=False,
                                help_text=_("The SKU trimmed and case-folded: what auto-match compares."))
     barcode = models.CharField(_("barcode"), max_length=255, blank=True)
     price = models.DecimalField(_("price"), **MONEY)
@@ -177,7 +178,8 @@ class ShopifyInventoryLevel(models.Model):
     """A variant's ``available`` quantity at one location, as last read from Shopify (or set by our sync): the
     value a sync compares with and passes as ``changeFromQuantity``."""
 
-    variant = models.ForeignKey(ShopifyVariant, on_delete=models.CASCADE, related_name="levels")
+    variant = models.ForeignKey(ShopifyVariant, verbose_name=_("Shopify variant"), on_delete=models.CASCADE,
+                                related_name="levels")
     location_id = models.BigIntegerField(_("location id"), db_index=True, help_text=_("Shopify location id."))
     available = models.IntegerField(_("available"), null=True, blank=True)
     read_at = models.DateTimeField(_("read at"), default=timezone.now)

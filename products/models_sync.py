@@ -40,8 +40,9 @@ class PendingStockSync(models.Model):
     """A mapped product whose Nhanh stock changed (webhook): one row however many events arrive; a delayed task
     claims the rows (DELETE … RETURNING) and syncs just those mappings in one go."""
 
-    mapping = models.OneToOneField("products.ProductMapping", on_delete=models.CASCADE, related_name="+")
-    queued_at = models.DateTimeField(default=timezone.now)
+    mapping = models.OneToOneField("products.ProductMapping", verbose_name=_("product mapping"),
+                                   on_delete=models.CASCADE, related_name="+")
+    queued_at = models.DateTimeField(_("queued at"), default=timezone.now)
 
     class Meta:
         verbose_name = _("pending stock sync")
