@@ -262,12 +262,10 @@ def begin_run(entry_id: int) -> Plan | None:
 
 def _fail_whole_run(shop_pk: int, run_id, message: str) -> None:
     qs = SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id, stage__in=ACTIVE_STAGES)
-    with transaction.atomic():  # the stage and its log entry are seen together
-        failed = qs.update(stage=Stage.FAILED, error_message=message, completed_at=timezone.now())
-        if failed:
+    with transaction.atomic():  # the stage, its log entry, the queue entry and the job are seen together
+        if qs.update(stage=Stage.FAILED, error_message=message, completed_at=timezone.now()):
             _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), Stage.FAILED)
-    if failed:
-        _close_run(shop_pk, run_id, failed=True)
+            _close_run(shop_pk, run_id, failed=True)
 
 
 def claim_next_chunk(run_id) -> int | None:
@@ -541,13 +539,15 @@ def finish_run(shop_pk: int, run_id, *, performance_error: str = "") -> str | No
     if performance_error:
         problems.append(performance_error)
     stage = Stage.FAILED if problems else Stage.COMPLETED
-    with transaction.atomic():  # the stage and its log entry are seen together
+    # The stage, its log entry, the queue entry and the job change together: no reader sees a completed run
+    # whose job still says running.
+    with transaction.atomic():
         if not SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id, stage=Stage.SYNCING_PERFORMANCE).update(
                 stage=stage, completed_at=timezone.now(), error_message=". ".join(problems)):
             return None
         _log_stage(SyncProgress.objects.filter(shop_id=shop_pk, run_id=run_id), stage)
+        _close_run(shop_pk, run_id, failed=stage == Stage.FAILED)
     _adapt_chunk_size(shop_pk, run_id)
-    _close_run(shop_pk, run_id, failed=stage == Stage.FAILED)
     return stage
 
 
@@ -564,9 +564,9 @@ def _close_run(shop_pk: int, run_id, *, failed: bool) -> None:
     figures = _job_figures(progress)
     _update_job(progress.job_id, status=JobStatus.FAILED if failed else JobStatus.COMPLETED, completed_at=now,
                 error=progress.error_message, **figures)
-    if failed:
+    if failed:  # mailed once the transaction the caller closes the run in has committed
         shop = progress.shop
-        mail_admins(
+        transaction.on_commit(lambda: mail_admins(
             f"Shopee ads sync failed: {shop}",
             f"The ads sync of shop {shop} (run {run_id}) ended failed.\n\n{progress.error_message}\n\n"
             f"Campaigns synced: {progress.synced_campaigns}/{progress.total_campaigns}; chunks done "
@@ -574,7 +574,7 @@ def _close_run(shop_pk: int, run_id, *, failed: bool) -> None:
             "Retry the failed chunks from the admin (Ads → Shops) or `manage.py ads enqueue "
             f"{shop.shop_id}`.",
             fail_silently=True,
-        )
+        ))
 
 
 def _adapt_chunk_size(shop_pk: int, run_id) -> None:
@@ -657,15 +657,16 @@ def cleanup_stuck() -> list[int]:
     for progress in stuck.select_related("shop"):
         minutes = settings.ADS_STUCK_MINUTES
         message = f"Stuck: no chunk progress for more than {minutes} minutes; failed and re-queued."
-        if not SyncProgress.objects.filter(shop_id=progress.shop_id, run_id=progress.run_id,
-                                           stage__in=ACTIVE_STAGES).update(
-                stage=Stage.FAILED, error_message=message, completed_at=timezone.now()):
-            continue
-        _log_stage(SyncProgress.objects.filter(shop_id=progress.shop_id), Stage.FAILED)
-        SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True,
-                                 status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
-            status=QueueStatus.FAILED, error=gettext("stuck run cleaned up"), finished_at=timezone.now())
-        _close_run(progress.shop_id, progress.run_id, failed=True)
+        with transaction.atomic():  # stage, log entry, chunks, queue entry and job change together
+            if not SyncProgress.objects.filter(shop_id=progress.shop_id, run_id=progress.run_id,
+                                               stage__in=ACTIVE_STAGES).update(
+                    stage=Stage.FAILED, error_message=message, completed_at=timezone.now()):
+                continue
+            _log_stage(SyncProgress.objects.filter(shop_id=progress.shop_id), Stage.FAILED)
+            SyncQueue.objects.filter(run_id=progress.run_id, is_chunk=True,
+                                     status__in=[QueueStatus.PENDING, QueueStatus.PROCESSING]).update(
+                status=QueueStatus.FAILED, error=gettext("stuck run cleaned up"), finished_at=timezone.now())
+            _close_run(progress.shop_id, progress.run_id, failed=True)
         enqueue_shop(progress.shop, sync_type=progress.sync_type, priority=MANUAL_PRIORITY)
         cleaned.append(progress.shop.shop_id)
     return cleaned
