@@ -63,3 +63,20 @@ def _hand_back_on_shutdown(sender=None, sig=None, how=None, **_kwargs):
     from django.db import connections
 
     connections.close_all()
+
+
+@shared_task(bind=True, name="jobs.start_pull_when_free", max_retries=180, time_limit=60, soft_time_limit=50)
+def start_pull_when_free_task(self, system: str, kind: str, mode: str | None = None) -> dict:
+    """Start a pull as soon as the concurrent-pull cap leaves room (``manage.py demo`` queues more pulls than the
+    cap allows). Idempotent: a pull with the same id already running counts as started."""
+    from .errors import PullCapReached, PullConflict
+    from .models import StartedBy
+    from .pull_specs import start_pull
+
+    try:
+        started = start_pull(system, kind, mode, started_by=StartedBy.SYSTEM)
+    except PullCapReached as exc:
+        raise self.retry(countdown=10) from exc
+    except PullConflict as exc:
+        return {"started": False, "reason": str(exc)}
+    return {"started": True, "job_id": started.job.pk, "progress_id": started.progress_id}

@@ -100,6 +100,24 @@ def test_the_cap_counts_every_spec(settings):
         start_pull("fake", "things", "group", filters={"group": "b"})
 
 
+def test_a_pull_refused_by_the_cap_starts_when_a_slot_frees(settings):
+    """What ``manage.py demo`` queues past the cap: the task retries while the cap is full, then starts the pull
+    once; a second delivery finds it running and starts nothing."""
+    from celery.exceptions import Retry
+
+    from jobs.tasks import start_pull_when_free_task
+
+    settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "MAX_CONCURRENT_PULLS": 1}
+    holder = start_pull("fake", "things", "group", filters={"group": "b"})
+    with pytest.raises(Retry):
+        start_pull_when_free_task("fake", "things", "all")
+    services.run_job(holder.job.pk)
+    started = start_pull_when_free_task("fake", "things", "all")
+    assert started["started"] and started["progress_id"] == ALL
+    assert start_pull_when_free_task("fake", "things", "all")["started"] is False
+    assert BackgroundJob.objects.filter(params__progress_id=ALL).count() == 1
+
+
 def test_heartbeat_per_batch_keeps_a_pull_longer_than_the_stale_window_alive(settings):
     """The original tool's defect: a pull longer than the stale window looked dead and a second copy started."""
     settings.SHOPBRIDGE = {**settings.SHOPBRIDGE, "STALE_AFTER_SECONDS": 1, "UPSERT_BATCH_SIZE": 10}

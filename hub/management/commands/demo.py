@@ -9,8 +9,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.schedules import install_schedules
 from integrations.models import Connection, System
-from jobs.errors import PullRefused
+from jobs.errors import PullCapReached, PullRefused
 from jobs.pull_specs import pull_specs, start_pull
+from jobs.tasks import start_pull_when_free_task
 
 SANDBOX_CONNECTIONS = {
     # system: (module holding the sandbox's accepted credentials, connection fields)
@@ -176,6 +177,10 @@ class Command(BaseCommand):
                 continue
             try:
                 started = start_pull(spec.system, spec.kind, spec.demo_mode, started_by=StartedBy.COMMAND)
+            except PullCapReached:
+                # More demo pulls than the cap allows at once: the worker starts this one when a slot frees.
+                start_pull_when_free_task.apply_async((spec.system, spec.kind, spec.demo_mode), countdown=10)
+                self.stdout.write(f"{spec.label}: queued to start when one of the running pulls finishes.")
             except PullRefused as exc:
                 self.stdout.write(f"{spec.label}: not started: {exc}")
             else:
