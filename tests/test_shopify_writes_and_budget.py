@@ -146,11 +146,25 @@ def test_two_processes_each_with_its_own_estimate_overrun_the_bucket(sandbox_fac
     assert stats["throttled"] > 0 and stats["rate_limited"] == stats["throttled"]  # GET /_sandbox/ counts them
 
 
+def test_calls_sent_before_the_first_report_are_counted_against_it():
+    """Two processes start on an unknown bucket: A's report may not hold B's call yet, so it is counted."""
+    status = {"maximumAvailable": 200.0, "currentlyAvailable": 148, "restoreRate": 0.0}
+    state, (_, taken_a) = reserve_points(None, 52, now=0.0)
+    state, (_, taken_b) = reserve_points(state, 250, now=0.0)  # B does not know its cost yet
+    assert state == {"pending": 302, "at": 0.0} and (taken_a, taken_b) == (52, 250)
+    state = settle_points(state, taken_a, 52, status, now=0.0)  # A's report: only A's own call in it
+    assert state["avail"] == 148 - 250
+    state = settle_points(state, taken_b, 52, {**status, "currentlyAvailable": 96}, now=0.0)
+    assert state["avail"] == 96  # B's unspent 198 back, capped by the report
+    # a call that timed out before any report stops counting as in flight
+    assert settle_points({"pending": 60, "at": 0.0}, 60, None, None, now=1.0) == {"pending": 0.0, "at": 1.0}
+
+
 def test_the_estimate_takes_waits_refunds_and_follows_reports_down():
     status = {"maximumAvailable": 100.0, "currentlyAvailable": 90, "restoreRate": 10.0}
     state = settle_points(None, 0, 10, status, now=0.0)
     assert state == {"avail": 90.0, "at": 0.0, "max": 100.0, "restore": 10.0}
-    assert reserve_points(None, 60, now=0.0) == (None, (0.0, 0.0))  # nothing known: go, nothing taken
+    assert reserve_points(None, 60, now=0.0) == ({"pending": 60, "at": 0.0}, (0.0, 60))  # nothing known: go
     state, (wait, taken) = reserve_points(state, 60, now=0.0)
     assert (wait, taken) == (0, 60) and state["avail"] == 30
     same, (wait, taken) = reserve_points(state, 60, now=1.0)  # 30 + 10 refilled: 20 short → 2 s

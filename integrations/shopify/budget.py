@@ -7,10 +7,14 @@ Redis (workers on several machines), else in a small JSON file under a file lock
 single-machine install).
 
 The estimate is ``{avail, at, max, restore}``: points available at time ``at`` (unix seconds), refilling at
-``restore``/s up to ``max``. A sender takes its expected cost before sending (or learns how long to wait);
-the answer settles it: unused points are given back and the estimate is lowered to what Shopify reported
-if that is less (never raised by a report: another process's call may be in flight, already counted here
-but not yet at Shopify). An estimate that drifted low refills like the real bucket does.
+``restore``/s up to ``max``. Before the first answer it is ``{pending, at}``: the points of the calls sent
+while nothing was known, so the first report is read net of the others still in flight (two processes
+starting together otherwise each counted only its own first call, and the next one was throttled).
+
+A sender takes its expected cost before sending (or learns how long to wait); the answer settles it: unused
+points are given back and the estimate is lowered to what Shopify reported if that is less (never raised by a
+report: another process's call may be in flight, already counted here but not yet at Shopify). An estimate that
+drifted low refills like the real bucket does.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ STATE_TTL_SECONDS = 3600  # an idle shop's estimate is dropped (a full bucket is
 def reserve_points(state: State, cost: float, now: float) -> tuple[State, tuple[float, float]]:
     """Take ``cost`` from the estimate: (new state, (0, points taken)) if it holds it, else
     (state, (seconds to wait, 0)). Points taken are what the answer's settlement may give back."""
-    if state is None:  # nothing known yet: the first answer tells
-        return state, (0.0, 0.0)
+    if state is None or "max" not in state:  # nothing known yet: go, counted; the first answer tells
+        return {"pending": _pending(state) + cost, "at": now}, (0.0, cost)
     maximum, restore = state["max"], state["restore"]
     avail = min(maximum, state["avail"] + max(now - state["at"], 0.0) * restore)
     cost = min(cost, maximum)  # a query dearer than the bucket goes when the bucket is full
@@ -44,12 +48,19 @@ def reserve_points(state: State, cost: float, now: float) -> tuple[State, tuple[
 def settle_points(state: State, reserved: float, actual: float | None, status: dict | None,
                   now: float) -> State:
     """Account for an answer: give back what was reserved and not spent, lower to Shopify's report."""
+    unknown = state is None or "max" not in state
     if status is None or status.get("maximumAvailable") is None:
-        # No report (timeout, 5xx): Shopify may have spent the points, so nothing is given back.
-        return state
+        # No report (timeout, 5xx): Shopify may have spent the points, so nothing is given back. Before the
+        # first report the call just stops counting as in flight: a later report shows what it spent.
+        return {"pending": max(_pending(state) - reserved, 0.0), "at": now} if unknown else state
     maximum, restore = float(status["maximumAvailable"]), float(status.get("restoreRate") or 0.0)
     reported = status.get("currentlyAvailable")
-    if state is None or state["max"] != maximum or state["restore"] != restore:
+    if unknown:
+        # Calls other processes sent meanwhile may not be in this report yet: count them as spent (their
+        # own settlement gives back what they did not spend).
+        others = max(_pending(state) - reserved, 0.0)
+        avail = (float(reported) if reported is not None else maximum) - others
+    elif state["max"] != maximum or state["restore"] != restore:
         avail = float(reported) if reported is not None else maximum
     else:
         avail = min(maximum, state["avail"] + max(now - state["at"], 0.0) * restore)
@@ -58,6 +69,10 @@ def settle_points(state: State, reserved: float, actual: float | None, status: d
         if reported is not None:
             avail = min(avail, float(reported))
     return {"avail": min(avail, maximum), "at": now, "max": maximum, "restore": restore}
+
+
+def _pending(state: State) -> float:
+    return float((state or {}).get("pending", 0.0))
 
 
 class RedisBackend:
