@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from integrations.sandbox.server import control
-from integrations.shopify.budget import reserve_points, settle_points
+from integrations.shopify.budget import FLIGHT_SECONDS, reserve_points, settle_points
 from integrations.shopify.client import ShopifyClient
 from integrations.shopify.sandbox import SANDBOX_ACCESS_TOKEN
 
@@ -149,30 +149,54 @@ def test_two_processes_each_with_its_own_estimate_overrun_the_bucket(sandbox_fac
 def test_calls_sent_before_the_first_report_are_counted_against_it():
     """Two processes start on an unknown bucket: A's report may not hold B's call yet, so it is counted."""
     status = {"maximumAvailable": 200.0, "currentlyAvailable": 148, "restoreRate": 0.0}
-    state, (_, taken_a) = reserve_points(None, 52, now=0.0)
-    state, (_, taken_b) = reserve_points(state, 250, now=0.0)  # B does not know its cost yet
-    assert state == {"pending": 302, "at": 0.0} and (taken_a, taken_b) == (52, 250)
-    state = settle_points(state, taken_a, 52, status, now=0.0)  # A's report: only A's own call in it
-    assert state["avail"] == 148 - 250
-    state = settle_points(state, taken_b, 52, {**status, "currentlyAvailable": 96}, now=0.0)
-    assert state["avail"] == 96  # B's unspent 198 back, capped by the report
+    state, (_, taken_a) = reserve_points(None, 52, now=0.0, flight="a")
+    state, (_, taken_b) = reserve_points(state, 250, now=0.0, flight="b")  # B does not know its cost yet
+    assert (taken_a, taken_b) == (52, 250) and set(state["flights"]) == {"a", "b"}
+    state = settle_points(state, "a", 52, status, now=0.0)  # A's report: only A's own call in it
+    assert state["avail"] == 148 - 250 and set(state["flights"]) == {"b"}
+    state = settle_points(state, "b", 52, {**status, "currentlyAvailable": 96}, now=0.0)
+    assert state["avail"] == 96 and state["flights"] == {}  # B's unspent 198 back, as the report says
     # a call that timed out before any report stops counting as in flight
-    assert settle_points({"pending": 60, "at": 0.0}, 60, None, None, now=1.0) == {"pending": 0.0, "at": 1.0}
+    state, _ = reserve_points(None, 60, now=0.0, flight="c")
+    assert settle_points(state, "c", None, None, now=1.0)["flights"] == {}
 
 
-def test_the_estimate_takes_waits_refunds_and_follows_reports_down():
+def test_the_estimate_takes_waits_refunds_and_follows_reports():
     status = {"maximumAvailable": 100.0, "currentlyAvailable": 90, "restoreRate": 10.0}
-    state = settle_points(None, 0, 10, status, now=0.0)
-    assert state == {"avail": 90.0, "at": 0.0, "max": 100.0, "restore": 10.0}
-    assert reserve_points(None, 60, now=0.0) == ({"pending": 60, "at": 0.0}, (0.0, 60))  # nothing known: go
-    state, (wait, taken) = reserve_points(state, 60, now=0.0)
+    state = settle_points(None, "first", 10, status, now=0.0)
+    assert (state["avail"], state["at"], state["max"], state["restore"]) == (90.0, 0.0, 100.0, 10.0)
+    state, (wait, taken) = reserve_points(state, 60, now=0.0, flight="x")
     assert (wait, taken) == (0, 60) and state["avail"] == 30
-    same, (wait, taken) = reserve_points(state, 60, now=1.0)  # 30 + 10 refilled: 20 short → 2 s
+    same, (wait, taken) = reserve_points(state, 60, now=1.0, flight="y")  # 30 + 10 refilled: 20 short → 2 s
     assert wait == pytest.approx(2.0) and taken == 0 and same["avail"] == pytest.approx(40)
-    assert reserve_points({**state, "avail": 100.0}, 250, now=0.0)[1] == (0.0, 100.0)  # capped at the bucket
-    # answered: actual 20 of the 60 reserved → 40 back, but never above what Shopify reported
-    state = settle_points(same, 60, 20, {**status, "currentlyAvailable": 50}, now=1.0)
+    assert "y" not in same["flights"]
+    assert reserve_points({**state, "avail": 100.0}, 250, now=0.0, flight="z")[1] == (0.0, 100.0)  # capped
+    # answered: actual 20 of the 60 reserved → 40 back (80), but never above what Shopify reported
+    answered = settle_points(same, "x", 20, {**status, "currentlyAvailable": 50}, now=1.0)
+    assert answered["avail"] == 50 and answered["flights"] == {}
+    assert settle_points(answered, "x", None, None, now=1.0) == answered  # no report (timeout): nothing back
+    throttled = settle_points(same, "x", None, {**status, "currentlyAvailable": 70}, now=1.0)
+    assert throttled["avail"] == 70  # THROTTLED spent nothing: all 60 back (100), capped by the report (70)
+
+
+def test_a_report_seen_late_raises_the_estimate_only_to_what_the_bucket_surely_holds():
+    status = {"maximumAvailable": 100.0, "restoreRate": 0.0}
+    state = settle_points(None, "first", 0, {**status, "currentlyAvailable": 100}, now=0.0)
+    for flight in "abc":
+        state, _ = reserve_points(state, 10, now=0.0, flight=flight)
+    assert state["avail"] == 70
+    state = {**state, "avail": 40.0}  # an earlier report, seen late, left the estimate below the bucket (70)
+    # c answers first with 70: a and b were sent before it and are still in flight (they may reach Shopify
+    # after c), so the bucket surely holds 70 - 20: the estimate rises to 50, not to 70
+    state = settle_points(state, "c", 10, {**status, "currentlyAvailable": 70}, now=0.0)
     assert state["avail"] == 50
-    assert settle_points(state, 60, None, None, now=1.0) == state  # no report (timeout): nothing back
-    throttled = settle_points(state, 30, None, {**status, "currentlyAvailable": 70}, now=1.0)
-    assert throttled["avail"] == 70  # THROTTLED spent nothing: all 30 back, capped by the report (80 → 70)
+    # a answers with an older report (90: only a served): b, and c taken after a, may not be in it → 70
+    state = settle_points(state, "a", 10, {**status, "currentlyAvailable": 90}, now=0.0)
+    assert state["avail"] == 70
+    # b last: nothing else unseen, yet a report never raises past what the estimate holds with refunds
+    state = settle_points(state, "b", 10, {**status, "currentlyAvailable": 70}, now=0.0)
+    assert state["avail"] == 70 and state["flights"] == {}
+    # a call whose process died stops counting after FLIGHT_SECONDS
+    state, _ = reserve_points(state, 10, now=0.0, flight="lost")
+    state, _ = reserve_points(state, 10, now=FLIGHT_SECONDS + 1, flight="d")
+    assert set(state["flights"]) == {"d"}

@@ -263,7 +263,13 @@ class _StockSender:
         self.reference, self.ctx = reference, ctx
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stock")
         self.in_flight: deque[tuple[Future, StockPush, list[LevelChange]]] = deque()
+        # Bookkeeping is done while the job's thread would otherwise wait for Shopify (the bucket paces the
+        # calls): levels Shopify now holds, and mappings whose every level has its answer, are written then,
+        # so little is left once the last answer is in (a sync living on the restore rate would otherwise end
+        # with that time's points unspent in the bucket).
         self.levels_to_store: list[tuple[int, int, int | None]] = []
+        self.levels_left: dict[int, int] = defaultdict(int)  # mapping id → its levels sent, not yet answered
+        self.finished: list[int] = []  # mappings whose levels are all answered, outcome not recorded yet
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -285,19 +291,42 @@ class _StockSender:
         self._submit(push, changes)
 
     def _submit(self, push: StockPush, changes: list[LevelChange]) -> None:
+        for c in changes:
+            self.levels_left[c.mapping_id] += 1
         while len(self.in_flight) >= self.concurrency:
             self._settle(*self.in_flight.popleft())
         future = self.pool.submit(inventory.set_quantities, self.client, push.input, push.idempotency_key)
         self.in_flight.append((future, push, changes))
 
     def drain(self) -> None:
+        """Settle every call in flight; every mapping sent is recorded when it returns."""
         while self.in_flight:
             self._settle(*self.in_flight.popleft())
+        self.write_down()
+
+    def write_down(self) -> None:
+        """Store the levels answered and record the mappings finished so far."""
         for part in _chunks(self.levels_to_store, 2000):
             _store_levels(part)
         self.levels_to_store = []
+        if self.finished:
+            finished, self.finished = self.finished, []
+            _record(finished, self.outcomes, self.totals)
+            for mapping_id in finished:
+                self.outcomes.pop(mapping_id, None)
 
     def _settle(self, future: Future, push: StockPush, changes: list[LevelChange]) -> None:
+        if not future.done():
+            self.write_down()
+        self._settle_answer(future, push, changes)
+        # After any resend of these levels (counted on submit), so a mapping finishes only with its last answer.
+        for c in changes:
+            self.levels_left[c.mapping_id] -= 1
+            if not self.levels_left[c.mapping_id]:
+                del self.levels_left[c.mapping_id]
+                self.finished.append(c.mapping_id)
+
+    def _settle_answer(self, future: Future, push: StockPush, changes: list[LevelChange]) -> None:
         self.totals.calls += 1
         try:
             _group, errors = future.result()
@@ -356,7 +385,7 @@ class _StockSender:
             self.send(stale, stale_retry=True)
 
     def _applied(self, changes: list[LevelChange], *, sent: bool = True) -> None:
-        # Stored at the end of the round (``drain``), in a few bulk upserts instead of one per call.
+        # Stored by ``write_down`` (while waiting for the next answer, or at the end of the round) in bulk.
         self.levels_to_store.extend((c.variant_pk, c.location_id, c.quantity) for c in changes
                                     if c.variant_pk)  # 0: a resent push whose variant is gone since
         for c in changes:
@@ -482,13 +511,9 @@ def sync_products(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None, 
     try:
         # 1. Pushes left without an answer go first, with their key (Shopify replays them if they were applied).
         left = _claim_left_pushes()
-        if left:
-            for push in left:
-                sender.resend(push, _changes_of(push))
-            sender.drain()
-            touched = list(sender.outcomes)
-            _record(touched, sender.outcomes, totals)
-            sender.outcomes = _Outcomes()
+        for push in left:
+            sender.resend(push, _changes_of(push))
+        sender.drain()  # records the mappings of those pushes
         # 2. The levels that differ, round by round.
         locations = mapped_locations()
         all_ids = list(qs.values_list("pk", flat=True))
@@ -502,12 +527,14 @@ def sync_products(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None, 
             totals.levels_unchanged += unchanged
             for mapping_id, problem in problems.items():
                 sender.outcomes.of(mapping_id).errors.append(problem)
-            sender.send(changes)
-            sender.drain()
             if prices:
                 sync_prices(client, round_ids, sender.outcomes, totals)
-            _record(round_ids, sender.outcomes, totals)
-            sender.outcomes = _Outcomes()
+            # Mappings with no level to send are settled already (in step, or a problem, or prices only).
+            sending = {c.mapping_id for c in changes}
+            _record([m for m in round_ids if m not in sending], sender.outcomes, totals)
+            sender.outcomes = _Outcomes({m: o for m, o in sender.outcomes.items() if m in sending})
+            sender.send(changes)
+            sender.drain()  # the sent ones are recorded as their last level is answered
             if ctx:
                 ctx.progress(processed=min(start + len(round_ids), totals.mappings),
                              successful=totals.synced, failed=totals.failed, metadata=_summary(totals))
