@@ -439,11 +439,13 @@ class ShopifyClient(BaseClient):
 
     def _wait(self, state) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if self.cost_budget is not None and isinstance(exc, RateLimited) and exc.code == "THROTTLED":
-            # The answer's report has lowered the shared estimate: the next attempt's reservation waits exactly
-            # as long as the bucket needs, in turn with every other sender, so jitter on top would only waste
-            # restore time (a sync from an emptied bucket spent 18 % of its budget waiting here).
-            return 0.0
+        if (self.cost_budget is not None and isinstance(exc, RateLimited) and exc.code == "THROTTLED"
+                and exc.retry_after is not None):
+            # Shopify's own figure (its bucket, the query's requested cost) and no jitter: the shared estimate
+            # already takes the senders in turn, and jitter only wasted restore time (a sync from an emptied
+            # bucket lost 18 % of its budget here). Not zero: our expected cost of a query may be below what
+            # Shopify now asks for it, and the estimate would let the retry go at once, to be refused again.
+            return exc.retry_after
         return super()._wait(state)
 
     def check_response(self, response: requests.Response) -> dict:
