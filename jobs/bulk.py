@@ -83,10 +83,13 @@ def _instances(model: type[models.Model], rows: Sequence[dict]) -> list[models.M
 
 
 def upsert(model: type[models.Model], rows: Sequence[dict], *, unique_field: str, update_fields: list[str],
-           returning: str | None = None) -> dict | None:
+           returning: str | None = None, inserted: bool = False) -> dict | None:
     """INSERT rows (dicts with every non-pk field) or, when ``unique_field`` exists, UPDATE
     ``update_fields``. Call inside a transaction. With ``returning`` (a field name), the written rows'
-    ``{unique_field value: returning value}`` (on PostgreSQL from the INSERT itself: no second query)."""
+    ``{unique_field value: returning value}`` (on PostgreSQL from the INSERT itself: no second query); with
+    ``inserted`` too, ``{unique_field value: (returning value, whether the row is new)}`` — the database's
+    word, so it holds even if another transaction wrote the row after the caller looked (PostgreSQL only:
+    elsewhere the flag is None)."""
     if not rows:
         return {} if returning else None
     if connection.vendor != "postgresql":
@@ -95,7 +98,8 @@ def upsert(model: type[models.Model], rows: Sequence[dict], *, unique_field: str
         if returning is None:
             return None
         keys = [row[unique_field] for row in rows]
-        return dict(model.objects.filter(among(unique_field, keys)).values_list(unique_field, returning))
+        found = dict(model.objects.filter(among(unique_field, keys)).values_list(unique_field, returning))
+        return {k: (v, None) for k, v in found.items()} if inserted else found
     fields = _fields(model)
     qn = connection.ops.quote_name
     cols = ", ".join(qn(f.column) for f in fields)
@@ -103,11 +107,17 @@ def upsert(model: type[models.Model], rows: Sequence[dict], *, unique_field: str
     updates = ", ".join(f"{qn(by_name[n].column)} = EXCLUDED.{qn(by_name[n].column)}" for n in update_fields)
     unique_column = qn(model._meta.get_field(unique_field).column)
     tail = f" RETURNING {unique_column}, {qn(model._meta.get_field(returning).column)}" if returning else ""
+    if returning and inserted:
+        tail += ", xmax = 0"  # the row version was created by this INSERT, not by its ON CONFLICT UPDATE
     with connection.cursor() as cur:
         temp = _copy_into_temp(cur, model, fields, rows)
         cur.execute(f"INSERT INTO {model._meta.db_table} ({cols}) SELECT {cols} FROM {temp} "
                     f"ON CONFLICT ({unique_column}) DO UPDATE SET {updates}{tail}")
-        return dict(cur.fetchall()) if returning else None
+        if not returning:
+            return None
+        if inserted:
+            return {key: (value, new) for key, value, new in cur.fetchall()}
+        return dict(cur.fetchall())
 
 
 def insert_ignoring_conflicts(model: type[models.Model], rows: Sequence[dict]) -> None:

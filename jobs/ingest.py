@@ -1,10 +1,10 @@
 """What every pulled record shares, for any app's upsert: the abstract model, the readers that turn upstream
 values into fields (raising MalformedRow with the reason staff see), and one set-based batch upsert.
 
-``upsert_records`` makes one SELECT to classify the batch, one upsert for new and changed rows (returning
-their ids) and, when the record has a child table (customers' phones, say), one DELETE + one INSERT to refresh
-the children of the rows it wrote. Unchanged rows (same payload hash) are neither parsed nor written. Each
-payload is serialized once: that text gives its hash and is what COPY sends to the ``raw`` column.
+``RecordUpsert`` (or ``upsert_records``) makes one SELECT to classify the batch, one upsert for new and changed
+rows (returning their ids) and, when the record has a child table (customers' phones, say), one DELETE + one
+INSERT to refresh the children of the rows it wrote. Unchanged rows (same payload hash) are neither parsed nor
+written. Each payload is serialized once: that text gives its hash and is what COPY sends to the ``raw`` column.
 """
 
 from __future__ import annotations
@@ -140,66 +140,99 @@ class ChildTable:
     parent_field: str  # the child's FK column to the record, e.g. "customer_id"
 
 
-def upsert_records(
-    rows: list[dict],
-    *,
-    model: type[models.Model],
-    key: str,
-    key_of: KeyOf,
-    parse: Parser,
-    children: ChildTable | None = None,
-) -> BatchResult:
-    result = BatchResult()
-    digests: dict[object, tuple[str, dict, str]] = {}  # key → (hash, raw, its JSON); the last one wins
-    unkeyed = []
-    for raw in rows:
-        ident = key_of(raw)
-        if ident is None:
-            unkeyed.append(raw)
-        else:
-            text = canonical_json(raw)
-            digests[ident] = (_digest(text), raw, text)
-    result.skipped += len(rows) - len(unkeyed) - len(digests)  # duplicates inside the batch
-    known = dict(model.objects.filter(bulk.among(key, list(digests))).values_list(key, "payload_hash"))
-    now = timezone.now()
-    to_write, child_rows = [], {}
-    for ident, (digest, raw, text) in digests.items():
-        if known.get(ident) == digest:
-            result.skipped += 1
-            continue
-        try:
-            fields, found = parse(raw)
-        except MalformedRow as exc:
-            _fail(result, model, ident, exc)
-            continue
-        if ident in known:
-            result.updated += 1
-        else:
-            result.created += 1
-        to_write.append({**fields, "raw": bulk.JsonText(text), "payload_hash": digest, "created_at": now,
-                         "updated_at": now})
-        if found or ident in known:
+@dataclass
+class PreparedBatch:
+    """A batch classified and parsed (``RecordUpsert.prepare``), ready to be written."""
+
+    result: BatchResult
+    known: dict  # key → payload hash of the rows stored when the batch was prepared
+    to_write: list[dict]
+    child_rows: dict  # key → its child rows (empty: the record has none now)
+
+
+@dataclass(frozen=True)
+class RecordUpsert:
+    """The set-based upsert of one record type: ``upsert(rows)``, i.e. ``write(prepare(rows))`` — prepare
+    hashes, looks up and parses (Python), write stores (the database).
+
+    ``write`` does not rely on what ``prepare`` saw: a row another pull wrote after the look-up (pulls with
+    other filters run in parallel and may share rows) is told apart by the INSERT itself on PostgreSQL, so its
+    old children are replaced and it counts as updated."""
+
+    model: type[models.Model]
+    key: str
+    key_of: KeyOf
+    parse: Parser
+    children: ChildTable | None = None
+
+    def __call__(self, rows: list[dict]) -> BatchResult:
+        return self.write(self.prepare(rows))
+
+    def prepare(self, rows: list[dict]) -> PreparedBatch:
+        result = BatchResult()
+        digests: dict[object, tuple[str, dict, str]] = {}  # key → (hash, raw, its JSON); the last one wins
+        unkeyed = []
+        for raw in rows:
+            ident = self.key_of(raw)
+            if ident is None:
+                unkeyed.append(raw)
+            else:
+                text = canonical_json(raw)
+                digests[ident] = (_digest(text), raw, text)
+        result.skipped += len(rows) - len(unkeyed) - len(digests)  # duplicates inside the batch
+        known = dict(self.model.objects.filter(bulk.among(self.key, list(digests))).values_list(
+            self.key, "payload_hash"))
+        now = timezone.now()
+        to_write, child_rows = [], {}
+        for ident, (digest, raw, text) in digests.items():
+            if known.get(ident) == digest:
+                result.skipped += 1
+                continue
+            try:
+                fields, found = self.parse(raw)
+            except MalformedRow as exc:
+                _fail(result, self.model, ident, exc)
+                continue
+            to_write.append({**fields, "raw": bulk.JsonText(text), "payload_hash": digest, "created_at": now,
+                             "updated_at": now})
             child_rows[ident] = found
-    for raw in unkeyed:  # parse only to say what is wrong with them
-        try:
-            parse(raw)
-            reason = MalformedRow("no usable id")
-        except MalformedRow as exc:
-            reason = exc
-        _fail(result, model, None, reason)
-    if not to_write:
-        return result
-    update_fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", key, "created_at")]
-    ids = bulk.upsert(model, to_write, unique_field=key, update_fields=update_fields,
-                      returning="id" if children is not None and child_rows else None)
-    if children is not None and child_rows:
-        changed = [ids[ident] for ident in child_rows if ident in known]
-        if changed:  # a new record has no children to replace
-            children.model.objects.filter(bulk.among(children.parent_field, changed)).delete()
+        for raw in unkeyed:  # parse only to say what is wrong with them
+            try:
+                self.parse(raw)
+                reason = MalformedRow("no usable id")
+            except MalformedRow as exc:
+                reason = exc
+            _fail(result, self.model, None, reason)
+        return PreparedBatch(result, known, to_write, child_rows)
+
+    def write(self, batch: PreparedBatch) -> BatchResult:
+        result = batch.result
+        if not batch.to_write:
+            return result
+        model, key, children = self.model, self.key, self.children
+        update_fields = [f.name for f in model._meta.concrete_fields if f.name not in ("id", key, "created_at")]
+        written = bulk.upsert(model, batch.to_write, unique_field=key, update_fields=update_fields,
+                              returning="id", inserted=True)
+        existed = {}
+        for ident, (_pk, new) in written.items():
+            existed[ident] = (ident in batch.known) if new is None else not new
+        result.created += sum(1 for e in existed.values() if not e)
+        result.updated += sum(1 for e in existed.values() if e)
+        if children is None:
+            return result
+        replaced = [written[ident][0] for ident, e in existed.items() if e]
+        if replaced:  # a new record has no children to replace
+            children.model.objects.filter(bulk.among(children.parent_field, replaced)).delete()
         bulk.insert_ignoring_conflicts(children.model, [
-            {**child, children.parent_field: ids[ident]} for ident, found in child_rows.items() for child in found
+            {**child, children.parent_field: written[ident][0]}
+            for ident, found in batch.child_rows.items() for child in found
         ])
-    return result
+        return result
+
+
+def upsert_records(rows: list[dict], *, model: type[models.Model], key: str, key_of: KeyOf, parse: Parser,
+                   children: ChildTable | None = None) -> BatchResult:
+    return RecordUpsert(model, key, key_of, parse, children)(rows)
 
 
 def _fail(result: BatchResult, model, ident, exc: Exception) -> None:

@@ -3,6 +3,7 @@ test_customer_sync.py, next to the Shopify sandbox)."""
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from customers.models import AmbiguousMatch, CustomerMapping, MatchedBy, NhanhCustomer, ShopifyCustomer
 from customers.services.matching import MappingError, auto_match_customers, match_manually, unmatch
@@ -205,3 +206,22 @@ def test_the_upsert_stores_the_payload_once_serialized_and_refreshes_phones_by_t
         "+84912000501"}
     assert list(ShopifyCustomerPhone.objects.filter(customer__shopify_id=502).values_list("e164", flat=True)) == [
         "+84912000503"]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the INSERT tells new rows apart on PostgreSQL")
+def test_a_row_another_pull_wrote_after_the_look_up_still_has_its_phones_replaced():
+    """Two pulls with different filters share a customer: B looks its batch up, A writes the customer, then B
+    writes it. B's look-up did not see it, yet B's write updates it, replaces A's phones and counts it as
+    updated (the database's word, not the look-up's)."""
+    from customers.models import ShopifyCustomerPhone
+
+    first = shopify(601, phone="+84912000601", note="số cũ 0912000602")
+    again = {**shopify(601, phone="+84912000601"), "note": "đổi số 0912000603"}
+    batch_b = upsert_shopify_customers.prepare([again, shopify(602, phone="+84912000604")])
+    batch_a = upsert_shopify_customers.prepare([first])
+    assert upsert_shopify_customers.write(batch_a).created == 1
+    result = upsert_shopify_customers.write(batch_b)
+    assert (result.created, result.updated) == (1, 1)
+    phones = set(ShopifyCustomerPhone.objects.filter(customer__shopify_id=601).values_list("e164", flat=True))
+    assert phones == {"+84912000601", "+84912000603"}  # A's +84912000602 is gone
+    assert ShopifyCustomer.objects.get(shopify_id=601).note == "đổi số 0912000603"

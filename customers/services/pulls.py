@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy as _
 from integrations.clients import client_for
 from integrations.shopify.bulk import ShopifyBulkSource
 from jobs.errors import PullInputError
-from jobs.ingest import ChildTable, upsert_records
+from jobs.ingest import ChildTable, RecordUpsert
 from jobs.pull_specs import (
     Capped,
     FilterField,
@@ -36,7 +36,7 @@ from jobs.pull_specs import (
     parse_text,
     register_pull_spec,
 )
-from jobs.pulls import BatchResult, Page
+from jobs.pulls import Page
 from jobs.widgets import LocalDateInput
 
 from ..job_types import CustomerJobType
@@ -92,14 +92,12 @@ def shopify_source(request: SourceRequest):
 
 
 # --- upserts ------------------------------------------------------------------------------------------
-def upsert_nhanh_customers(rows: list[dict]) -> BatchResult:
-    return upsert_records(rows, model=NhanhCustomer, key="nhanh_id", key_of=records.nhanh_key,
-                          parse=records.nhanh_customer, children=ChildTable(NhanhCustomerPhone, "customer_id"))
-
-
-def upsert_shopify_customers(rows: list[dict]) -> BatchResult:
-    return upsert_records(rows, model=ShopifyCustomer, key="shopify_id", key_of=records.shopify_key,
-                          parse=records.shopify_customer, children=ChildTable(ShopifyCustomerPhone, "customer_id"))
+upsert_nhanh_customers = RecordUpsert(model=NhanhCustomer, key="nhanh_id", key_of=records.nhanh_key,
+                                      parse=records.nhanh_customer,
+                                      children=ChildTable(NhanhCustomerPhone, "customer_id"))
+upsert_shopify_customers = RecordUpsert(model=ShopifyCustomer, key="shopify_id", key_of=records.shopify_key,
+                                        parse=records.shopify_customer,
+                                        children=ChildTable(ShopifyCustomerPhone, "customer_id"))
 
 
 # --- filters ------------------------------------------------------------------------------------------
