@@ -8,6 +8,11 @@ old. Each write is one conditional UPDATE (an INSERT the first time); ``failing_
 (``COALESCE``), so concurrent workers need no read-then-write. A failure to record is logged and never reaches
 the caller: the health display must not break a pull.
 
+A job that calls an upstream from helper threads (the sync senders) keeps its database work on its own thread: the
+helpers run their calls through ``HeldOutcomes.run``, which holds the outcomes in memory, and the job's thread writes
+them with ``HeldOutcomes.write``. A helper's own connection would otherwise write beside the job's (and on SQLite
+wait, up to the busy timeout, for the job's transaction to end).
+
 What counts as failing: the upstream could not be reached or refused our credentials or answered garbage (after
 the client's retries). A refusal of one request (``RequestRejected``: validation, a missing object) means the
 upstream answered, so the connection counts as OK.
@@ -31,6 +36,7 @@ MAX_ERROR_CHARS = 500
 
 _lock = threading.Lock()
 _last_written: dict[str, tuple[bool, float]] = {}  # key → (ok, monotonic time) this process last wrote
+_this_thread = threading.local()  # .held: the HeldOutcomes this thread's outcomes go to, if any
 
 
 def _due(key: str, ok: bool) -> bool:
@@ -55,9 +61,43 @@ def counts_as_failure(exc: BaseException) -> bool:
     return isinstance(exc, UpstreamError) and not isinstance(exc, RequestRejected)
 
 
+class HeldOutcomes:
+    """Outcomes of calls made on helper threads, kept (the latest per key) until the owning thread writes them."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[bool, str]] = {}
+
+    def run(self, fn, /, *args, **kwargs):
+        """Call ``fn`` on this thread with its outcomes held here: ``pool.submit(held.run, fn, …)``."""
+        previous = getattr(_this_thread, "held", None)
+        _this_thread.held = self
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _this_thread.held = previous
+
+    def hold(self, key: str, ok: bool, error: str) -> None:
+        with self._lock:
+            self._latest[key] = (ok, error)
+
+    def write(self) -> None:
+        """Record what the helpers saw (on the owning thread)."""
+        with self._lock:
+            latest, self._latest = self._latest, {}
+        for key, (ok, error) in latest.items():
+            record_call(key, ok, error)
+
+
 def record_call(key: str | None, ok: bool, error: str = "") -> bool:
     """Record one call's outcome for ``key``; returns whether a row was written."""
-    if not key or not _due(key, ok):
+    if not key:
+        return False
+    held = getattr(_this_thread, "held", None)
+    if held is not None:
+        held.hold(key, ok, error)
+        return False
+    if not _due(key, ok):
         return False
     from .models import UpstreamStatus
 

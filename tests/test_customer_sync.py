@@ -288,3 +288,30 @@ def test_weekly_chord_starts_automatch_only_after_both_pulls(both, celery_worker
     assert pulls.count() == 2 and all(p.status == JobStatus.COMPLETED for p in pulls)
     assert all(match.started_at >= p.completed_at for p in pulls)
     assert match.metadata["matched"] > 0
+
+
+def test_the_senders_leave_the_database_to_the_jobs_thread(matched):
+    """The loyalty senders only talk to Shopify; the health of their calls is written on the job's thread."""
+    import threading
+
+    from django.db.backends.signals import connection_created
+
+    from customers.services.sync import sync_customers
+    from integrations import status
+    from integrations.models import UpstreamStatus
+
+    opened_on: list[str] = []
+
+    def opened(sender, connection, **kwargs):
+        opened_on.append(threading.current_thread().name)
+
+    status.forget_written()
+    UpstreamStatus.objects.filter(key="shopify").delete()
+    connection_created.connect(opened)
+    try:
+        totals = sync_customers(None, scope="all", force=True)
+    finally:
+        connection_created.disconnect(opened)
+    assert totals.calls >= 2
+    assert not [name for name in opened_on if name.startswith("sync")], opened_on
+    assert UpstreamStatus.objects.get(key="shopify").ok

@@ -5,6 +5,7 @@ user errors kept verbatim, throttling, prices only when asked and only changed."
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -222,3 +223,30 @@ def test_product_sync_job_reports(shop):
     assert job.status == JobStatus.COMPLETED, job.error
     result = result_of(job)
     assert result.levels_sent > 0 and result.failed == 0 and result.synced == result.mappings
+
+
+def test_the_senders_leave_the_database_to_the_jobs_thread(shop):
+    """Sender threads only talk to Shopify: the health of those calls (integrations.status) is written by the
+    job's thread. A sender writing on a connection of its own waited, on SQLite, for the job's transaction."""
+    from django.db.backends.signals import connection_created
+
+    from integrations import status
+    from integrations.models import UpstreamStatus
+
+    opened_on: list[str] = []
+
+    def opened(sender, connection, **kwargs):
+        opened_on.append(threading.current_thread().name)
+
+    status.forget_written()
+    UpstreamStatus.objects.filter(key="shopify").delete()
+    m = ProductMapping.objects.order_by("pk").first()
+    change_nhanh(m, 31010, 41)
+    connection_created.connect(opened)
+    try:
+        totals = sync.sync_products(None, scope="all")
+    finally:
+        connection_created.disconnect(opened)
+    assert totals.calls >= 1
+    assert not [name for name in opened_on if name.startswith("stock")], opened_on
+    assert UpstreamStatus.objects.get(key="shopify").ok

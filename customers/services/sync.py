@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from integrations.clients import client_for
+from integrations.status import HeldOutcomes
 from jobs import services as jobs
 from jobs.models import BackgroundJob, StartedBy
 
@@ -181,6 +182,7 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
     in_scope = mappings_in_scope(scope, ids)
     qs = in_scope if force and scope != "changed" else needing_send(in_scope)
     totals = SyncTotals()
+    call_outcomes = HeldOutcomes()  # the senders' upstream health, written on this thread
     own_client = client is None
     client = client or client_for("shopify")
     try:
@@ -195,15 +197,15 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
                 batch.append(_Item(mapping, mapping.nhanh_customer.total_spent,
                                    loyalty.tier_for(mapping.nhanh_customer.total_spent)))
                 if len(batch) == CUSTOMERS_PER_CALL:
-                    in_flight.append((senders.submit(_send, client, batch, loyalty), batch))
+                    in_flight.append((senders.submit(call_outcomes.run, _send, client, batch, loyalty), batch))
                     batch = []
                     # A few calls in flight hide Shopify's latency; the client's pacing keeps them in budget.
                     while len(in_flight) > concurrency:
-                        _settle(*in_flight.popleft(), totals, keep_errors, ctx)
+                        _settle(*in_flight.popleft(), totals, keep_errors, ctx, call_outcomes)
             if batch:
-                in_flight.append((senders.submit(_send, client, batch, loyalty), batch))
+                in_flight.append((senders.submit(call_outcomes.run, _send, client, batch, loyalty), batch))
             while in_flight:
-                _settle(*in_flight.popleft(), totals, keep_errors, ctx)
+                _settle(*in_flight.popleft(), totals, keep_errors, ctx, call_outcomes)
         if create_missing if create_missing is not None else settings.SHOPBRIDGE["SYNC_CREATE_MISSING_CUSTOMERS"]:
             create_missing_customers(client, loyalty, totals, keep_errors, ctx)
         if ctx:
@@ -216,9 +218,13 @@ def sync_customers(ctx: jobs.JobContext | None, *, scope: str = "all", ids=None,
     return totals
 
 
-def _settle(future: Future, batch: list[_Item], totals: SyncTotals, keep_errors: int, ctx) -> None:
+def _settle(future: Future, batch: list[_Item], totals: SyncTotals, keep_errors: int, ctx,
+            call_outcomes: HeldOutcomes) -> None:
     """Wait for one batch's calls, then record it (on the job's thread: the database stays on one thread)."""
-    totals.calls += future.result()
+    try:
+        totals.calls += future.result()
+    finally:
+        call_outcomes.write()
     _record(batch, totals, keep_errors)
     if ctx:
         ctx.progress(**_counts(totals), metadata=_summary(totals))

@@ -45,6 +45,7 @@ from customers.models import SyncStatus
 from integrations.clients import client_for
 from integrations.errors import UpstreamError, UpstreamUnavailable
 from integrations.shopify import inventory
+from integrations.status import HeldOutcomes
 from jobs import services as jobs
 from jobs.models import BackgroundJob, StartedBy
 from jobs.operations import RETRY_FAILED_SYNC
@@ -262,6 +263,7 @@ class _StockSender:
         self.client, self.concurrency, self.totals, self.outcomes = client, concurrency, totals, outcomes
         self.reference, self.ctx = reference, ctx
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="stock")
+        self.call_outcomes = HeldOutcomes()  # the senders' upstream health, written here (integrations.status)
         self.in_flight: deque[tuple[Future, StockPush, list[LevelChange]]] = deque()
         # Bookkeeping is done while the job's thread would otherwise wait for Shopify (the bucket paces the
         # calls): levels Shopify now holds, and mappings whose every level has its answer, are written then,
@@ -273,6 +275,7 @@ class _StockSender:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+        self.call_outcomes.write()  # a sync that ended on an error still reports what the calls saw
 
     # A push is saved (committed: we run outside any transaction) before it is sent.
     def send(self, changes: list[LevelChange], *, stale_retry: bool = False) -> None:
@@ -295,7 +298,8 @@ class _StockSender:
             self.levels_left[c.mapping_id] += 1
         while len(self.in_flight) >= self.concurrency:
             self._settle(*self.in_flight.popleft())
-        future = self.pool.submit(inventory.set_quantities, self.client, push.input, push.idempotency_key)
+        future = self.pool.submit(self.call_outcomes.run, inventory.set_quantities, self.client, push.input,
+                                  push.idempotency_key)
         self.in_flight.append((future, push, changes))
 
     def drain(self) -> None:
@@ -306,6 +310,7 @@ class _StockSender:
 
     def write_down(self) -> None:
         """Store the levels answered and record the mappings finished so far."""
+        self.call_outcomes.write()
         for part in _chunks(self.levels_to_store, 2000):
             _store_levels(part)
         self.levels_to_store = []
