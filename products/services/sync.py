@@ -481,11 +481,14 @@ def sync_prices(client, mapping_ids: list[int], outcomes: _Outcomes, totals: Pro
                     o.errors.append(f"price: {exc}")
                 break
             if not errors:
+                ShopifyVariant.objects.bulk_update(
+                    [ShopifyVariant(pk=i["variant"], price=i["price"], compare_at_price=i["compare_at"])
+                     for i in pending], ["price", "compare_at_price"])
+                ProductMapping.objects.bulk_update(
+                    [ProductMapping(pk=i["mapping"], last_sent_price=i["price"],
+                                    last_sent_compare_at_price=i["compare_at"]) for i in pending],
+                    ["last_sent_price", "last_sent_compare_at_price"])
                 for i in pending:
-                    ShopifyVariant.objects.filter(pk=i["variant"]).update(price=i["price"],
-                                                                         compare_at_price=i["compare_at"])
-                    ProductMapping.objects.filter(pk=i["mapping"]).update(
-                        last_sent_price=i["price"], last_sent_compare_at_price=i["compare_at"])
                     outcomes.of(i["mapping"]).touched = True
                 totals.prices_sent += len(pending)
                 break
