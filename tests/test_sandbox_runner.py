@@ -83,6 +83,23 @@ def test_faults_are_injected_and_changed_at_run_time(echo):
     assert control(echo.base_url, "echo", "ping", {"a": 1}) == {"result": {"pong": {"a": 1}}}
 
 
+@pytest.mark.parametrize("body", [
+    {"latency_ms": "x"}, {"latency_ms": 1.5}, {"latency_ms": -1}, {"server_error_next": True},
+    {"timeout_seconds": "1"}, {"malformed_rate": 2}, {"mutations_per_second": "x"},
+    {"rate_limit_enabled": "no"}, {"server_error_status": 200}, [1], 5,
+])
+def test_fault_settings_of_the_wrong_type_or_range_are_refused_and_nothing_changes(echo, body):
+    before = requests.get(f"{echo.base_url}/_sandbox/echo", timeout=5).json()["faults"]
+    response = requests.post(f"{echo.base_url}/_sandbox/echo/faults", json=body, timeout=5)
+    assert response.status_code == 400 and response.json()["error"]
+    assert requests.get(f"{echo.base_url}/_sandbox/echo", timeout=5).json()["faults"] == before
+
+
+def test_a_control_body_that_is_not_json_is_a_400(echo):
+    response = requests.post(f"{echo.base_url}/_sandbox/echo/faults", data=b"{latency", timeout=5)
+    assert response.status_code == 400 and response.json() == {"error": "the body is not valid JSON"}
+
+
 def test_client_retries_5xx_timeouts_and_429_honouring_retry_after(echo):
     c = client_for(echo, read_timeout=0.3)
     c.session.headers["X-Token"] = "t"

@@ -121,14 +121,11 @@ class NhanhFaults(Faults):
     numbers_as_strings_rate: float = 0.0  # share of rows with every number sent as a string
 
     def check(self) -> None:
+        super().check()  # types and ranges, the rates included
         if self.cursor_shape not in CURSOR_SHAPES:
             raise ValueError(f"cursor_shape must be one of {', '.join(CURSOR_SHAPES)}")
         if self.cursor_end not in CURSOR_ENDS:
             raise ValueError(f"cursor_end must be one of {', '.join(CURSOR_ENDS)}")
-        for name in ("extra_fields_rate", "omit_optional_rate", "numbers_as_strings_rate", "malformed_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ValueError(f"{name} must be between 0 and 1")
 
     def row_variations(self) -> tuple:
         return (self.cursor_shape, self.cursor_end, self.extra_fields_rate, self.omit_optional_rate,

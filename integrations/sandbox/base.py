@@ -4,11 +4,12 @@ window limiter, and the SandboxApp interface that ``integrations.sandbox.server`
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -75,7 +76,25 @@ class Faults:
         return asdict(self)
 
     def check(self) -> None:
-        """Raise ValueError for a setting out of range (subclasses with choices override)."""
+        """Raise ValueError for a setting of the wrong type or out of range (subclasses add their choices by
+        extending this): every number is finite and not negative, a ``*_rate`` is a share (0–1), a switch is a
+        JSON boolean. A bad value must be refused here, not break the thread that reads it later."""
+        for setting in fields(self):
+            value, kind = getattr(self, setting.name), type(setting.default)
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"{setting.name} must be true or false")
+            elif kind in (int, float):
+                number = int if kind is int else int | float
+                if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value) \
+                        or value < 0:
+                    raise ValueError(f"{setting.name} must be a {'whole ' if kind is int else ''}number ≥ 0")
+                if setting.name.endswith("_rate") and value > 1:
+                    raise ValueError(f"{setting.name} must be between 0 and 1")
+            elif kind is str and not isinstance(value, str):
+                raise ValueError(f"{setting.name} must be a string")
+        if not 500 <= self.server_error_status <= 599:
+            raise ValueError("server_error_status must be a 5xx status")
 
 
 class WindowLimiter:

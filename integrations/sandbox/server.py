@@ -183,10 +183,15 @@ class SandboxServer(ThreadingHTTPServer):
             return SandboxResponse(404, {"error": f"no sandbox {name}"})
         if action == "status":
             return SandboxResponse(200, {**app.status(), **app.counters()})
-        payload = request.json() if request.body else {}
+        try:
+            payload = request.json() if request.body else {}
+        except ValueError:  # malformed JSON (or not UTF-8): the caller's mistake, not a sandbox bug
+            return SandboxResponse(400, {"error": "the body is not valid JSON"})
         if isinstance(payload, dict):  # GET hooks take their arguments from the query (?page_id=P)
             payload = {**{k: v[0] for k, v in request.query.items()}, **payload}
         if action == "faults":
+            if not isinstance(payload, dict):
+                return SandboxResponse(400, {"error": "fault settings are a JSON object"})
             allowed = {f.name for f in fields(app.faults)}
             unknown = set(payload) - allowed
             if unknown:
